@@ -11,7 +11,7 @@ import torch
 
 # %% auto #0
 __all__ = ['GUIDED_ALGORITHMS', 'kl_categorical', 'gae_advantages', 'design_matrix', 'g_values', 'fedorov_wynn', 'guided_masks',
-           'default_device', 'seed_everything', 'cache_dir', 'atomic_write_bytes', 'stable_hash', 'in_test',
+           'default_device', 'seed_everything', 'cache_dir', 'atomic_write_bytes', 'stable_hash', 'quiet_hf', 'in_test',
            'ConfigError', 'config_from_dict']
 
 # %% ../nbs/00_theory.ipynb #caf7f836
@@ -94,7 +94,7 @@ def guided_masks(
     guide = (t >= h) & (h > 0)                     # aggrevated: learner rolls in, guide rolls out
     return guide, ~guide, guide | (h == 0)
 
-# %% ../nbs/00_theory.ipynb #0d7a9778
+# %% ../nbs/00_theory.ipynb #15bcd841
 def default_device(
     prefer:str|None=None, # 'cpu', 'cuda', 'cuda:1', ... ; None picks CUDA when available
 )->torch.device:
@@ -140,6 +140,17 @@ def stable_hash(
     "A short deterministic hash of `parts`, for cache keys."
     s = json.dumps(parts, sort_keys=True, default=str, ensure_ascii=False)
     return hashlib.sha256(s.encode('utf-8')).hexdigest()[:16]
+
+def quiet_hf():
+    "Silence progress bars and advisory warnings of the Hugging Face stack (they clutter notebooks and logs)."
+    import warnings
+    os.environ.setdefault('HF_HUB_DISABLE_PROGRESS_BARS', '1'); os.environ.setdefault('TOKENIZERS_PARALLELISM', 'false')
+    warnings.filterwarnings('ignore', message='IProgress not found')
+    warnings.filterwarnings('ignore', message='.*get_sentence_embedding_dimension.*')
+    try:
+        from transformers.utils import logging as hf_logging
+        hf_logging.disable_progress_bar(); hf_logging.set_verbosity_error()
+    except ImportError: pass
 
 def in_test()->bool:
     "True under `nbdev_test` (which sets `IN_TEST=1`): code may shrink workloads, never change results."

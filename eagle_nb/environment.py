@@ -16,7 +16,7 @@ from .llm import LLM, SamplingParams
 __all__ = ['CATEGORIES', 'SYSTEM', 'proposal_prompt', 'parse_edits', 'template_edits', 'transition_prompt', 'validate_rewrite',
            'fallback_rewrite', 'llm_description_writer', 'EnvConfig', 'State', 'EagleEnv']
 
-# %% ../nbs/06_environment.ipynb #4c92b28f
+# %% ../nbs/06_environment.ipynb #596c257f
 CATEGORIES = {
     'plot': 'plot changes (what happens in the story)',
     'character': 'character enhancements (who the characters are and what drives them)',
@@ -27,20 +27,22 @@ CATEGORIES = {
 SYSTEM = "You are a creative film development assistant. You answer concisely and follow the requested format exactly."
 
 def proposal_prompt(
-    description:str, # the current movie description
-    category:str, # a key of CATEGORIES
+    description:str, # the current movie description (only its first paragraph is used: short prompts decode faster)
     n:int, # how many edits to ask for
+    example:list[str], # a few example edits for another movie: the format a small model imitates
     profile:str|None=None, # a user profile: ask for edits this viewer would enjoy
 )->str:
-    "The request for n candidate edits of one category, generic or personalised."
-    who = f"\n\nThe edits should make the movie more appealing to this viewer:\n{profile}" if profile else ''
-    return (f"Here is a movie description:\n\n{description}{who}\n\nSuggest {n} different changes to this movie, all of the type: {CATEGORIES[category]}. "
-            f"Each change is one short imperative sentence (for example: 'Make the detective a retired astronaut.'). "
-            f"Answer with a numbered list of {n} lines and nothing else.")
+    "The request for n candidate edits across the five categories, generic or personalised."
+    plot = description.split('\n')[0]
+    who = f"\nThe viewer: {profile}\n" if profile else ''
+    tail = ' that this viewer would enjoy' if profile else ''
+    ex = '\n'.join(f"{i + 1}. {e}" for i, e in enumerate(example))
+    return (f"Movie: {plot}\n{who}\nSuggest {n} changes to this movie{tail}, covering {', '.join(CATEGORIES.values())}. "
+            f"Write each change as one short instruction.\n\nExample for another movie:\n{ex}\n\nNow the {n} changes for this movie:")
 
-# %% ../nbs/06_environment.ipynb #51fcd472
+# %% ../nbs/06_environment.ipynb #56ebe6fa
 _ITEM = re.compile(r'^\s*(?:\d{1,2}\s*[.):-]|[-*•]|step\s*\d+\s*:)\s*(.+?)\s*$', re.I)
-_ECHO = ('here is a movie description', 'suggest ', 'numbered list', 'reasons to like', 'reasons to dislike', 'answer with')
+_ECHO = ('here is a movie description', 'suggest ', 'numbered list', 'reasons to like', 'reasons to dislike', 'answer with', 'movie:', 'example for another')
 
 def parse_edits(
     reply:str, # the LLM's reply
@@ -100,6 +102,8 @@ def transition_prompt(description:str, edit:str)->str:
             "Keep the same structure: a short paragraph about the movie, then a line starting with 'Reasons to like it:' "
             "and a line starting with 'Reasons to dislike it:'. Write only the new description.")
 
+_INSTRUCTION_ECHO = re.compile(r'rewrite (?:the|this)|includes? this change|description of this movie|keep the same structure|write only the new', re.I)
+
 def validate_rewrite(
     reply:str, # the LLM's reply
     original:str, # the description before the edit
@@ -109,6 +113,15 @@ def validate_rewrite(
     "A usable rewrite or None: non-empty, not an echo, changed, within length bounds."
     t = re.sub(r'^(?:(?:sure|okay|ok|certainly|of course)[,!.]?\s*|here(?: is|\'s) (?:the|a|your) (?:new |rewritten |updated )?(?:movie )?description[:.]?\s*)+', '', str(reply).strip(), flags=re.I).strip()
     t = t.strip('"').strip()
+    # drop lines that echo the instruction (the small model sometimes paraphrases it back) ...
+    t = '\n'.join(l for l in t.split('\n') if not _INSTRUCTION_ECHO.search(l)).strip()
+    # ... and collapse sentences it repeats in a loop
+    seen, kept = set(), []
+    for sent in re.split(r'(?<=[.!?;])\s+', t):
+        key = re.sub(r'\W+', ' ', sent.lower()).strip()
+        if key and key in seen: continue
+        seen.add(key); kept.append(sent)
+    t = ' '.join(kept).strip()
     if len(t.split()) < min_words: return None
     if len(t.split()) > max_ratio * max(len(original.split()), 20): return None
     low = t.lower()
@@ -136,7 +149,7 @@ def llm_description_writer(
         return [validate_rewrite(t, describe_movie(r)) or '' for t, r in zip(replies, rows)]   # '' -> template fallback in describe_catalog
     return write
 
-# %% ../nbs/06_environment.ipynb #295fd616
+# %% ../nbs/06_environment.ipynb #a8c8f413
 @dataclass
 class EnvConfig:
     "Settings of the LLM environment."
@@ -145,14 +158,14 @@ class EnvConfig:
     n_personal:int = 5 # personalised candidate edits per state
     reward:str = 'terminal' # 'terminal' (the paper) or 'delta' (per-step utility differences)
     max_retries:int = 2 # new samples tried when a rewrite is unusable
-    propose_max_tokens:int = 120; rewrite_max_tokens:int = 200
+    propose_max_tokens:int = 90; rewrite_max_tokens:int = 200
     temperature:float = 0.7; top_p:float = 0.95
     def __post_init__(self):
         if self.horizon < 1: raise ValueError("horizon must be >= 1")
         if self.reward not in ('terminal', 'delta'): raise ValueError("reward must be 'terminal' or 'delta'")
         if self.n_generic + self.n_personal < 1: raise ValueError("need at least one candidate action per state")
 
-@dataclass
+@dataclass(eq=False)
 class State:
     "One episode's state: the text, its latent vector, and the context it is written for."
     text:str; z:torch.Tensor; user:int; anchor:int; t:int = 0
@@ -171,7 +184,7 @@ class EagleEnv:
         self.llm, self.encoder, self.utility, self.catalog, self.texts, self.cfg = llm, encoder, utility, catalog, texts, cfg
         self.profiles = profiles
         self.states:list[State] = []
-        self.stats = dict(proposal_requests=0, proposals=0, proposal_fallbacks=0, transitions=0, transition_retries=0, transition_fallbacks=0)
+        self.stats = dict(proposal_requests=0, proposals=0, proposal_fallbacks=0, proposal_example_copies=0, transitions=0, transition_retries=0, transition_fallbacks=0)
         self._genres = sorted({g for gs in catalog.movies.genres for g in gs})
         self._directors = [d for d in catalog.movies.director.map(lambda s: _first(s, 1)).value_counts().index[:50] if d]
     def _profile(self, u): return self.profiles(u) if callable(self.profiles) else self.profiles[u]
@@ -203,26 +216,23 @@ class EagleEnv:
     def _propose(self, idx:list[int]):
         cfg = self.cfg; cats = list(CATEGORIES)
         P = SamplingParams(cfg.propose_max_tokens, cfg.temperature, cfg.top_p)
-        jobs = []   # (state index, category, n, personalised)
-        for i in idx:
-            s = self.states[i]; off = int(stable_hash(s.text)[:6], 16)
-            for kind, n_total in (('generic', cfg.n_generic), ('personal', cfg.n_personal)):
-                for j in range(n_total):                         # spread the edits over the five categories
-                    c = cats[(off + j + (kind == 'personal')) % len(cats)]
-                    if jobs and jobs[-1][:2] == (i, c) and jobs[-1][3] == (kind == 'personal'): jobs[-1] = (i, c, jobs[-1][2] + 1, kind == 'personal')
-                    else: jobs.append((i, c, 1, kind == 'personal'))
-        prompts = [proposal_prompt(self.states[i].text, c, max(n, 2), self.states[i].profile if pers else None) for i, c, n, pers in jobs]
-        seeds = [self.states[i].seed + 7919 * self.states[i].t + k for k, (i, _, _, _) in enumerate(jobs)]
-        replies = self.llm.chat(prompts, system=SYSTEM, params=P, seeds=seeds)
+        jobs = [(i, n, pers) for i in idx for n, pers in ((cfg.n_generic, False), (cfg.n_personal, True)) if n > 0]
+        seeds = [self.states[i].seed + 7919 * self.states[i].t + 2 * k + pers for k, (i, n, pers) in enumerate(jobs)]
+        examples = [[e for c in np.random.default_rng(sd).permutation(cats)[:3] for e in template_edits(c, 1, sd, self._genres, self._directors)] for sd in seeds]
+        prompts = [proposal_prompt(self.states[i].text, n, ex, self.states[i].profile if pers else None) for (i, n, pers), ex in zip(jobs, examples)]
+        replies = self.llm.chat(prompts, system=SYSTEM, params=P, seeds=seeds, prefix='1.')
         acts = {i: [] for i in idx}
-        for (i, c, n, pers), reply, sd in zip(jobs, replies, seeds):
-            got = [e for e in parse_edits(reply) if e.lower() not in {a.lower() for a in acts[i]}][:n]
+        for (i, n, pers), reply, sd, ex in zip(jobs, replies, seeds, examples):
+            have = {a.lower() for a in acts[i]}
+            got = [e for e in parse_edits(reply) if e.lower() not in have][:n]
             self.stats['proposal_requests'] += 1; self.stats['proposals'] += n
+            self.stats['proposal_example_copies'] += sum(e in ex for e in got)
             if len(got) < n:
                 self.stats['proposal_fallbacks'] += n - len(got)
                 g = self.catalog.movies.genres[self.states[i].anchor] if self.states[i].anchor >= 0 else []
-                extra = [e for e in template_edits(c, n + 4, sd, [x for x in self._genres if x not in g], self._directors) if e not in acts[i] + got]
-                got += extra[:n - len(got)]
+                pool = [e for c in cats for e in template_edits(c, 2, sd + 1, [x for x in self._genres if x not in g], self._directors)]
+                pool = [e for e in np.random.default_rng(sd).permutation(pool) if e.lower() not in have | {x.lower() for x in got}]
+                got += [str(e) for e in pool[:n - len(got)]]
             acts[i] += got
         for i in idx: self.states[i].actions = acts[i]
 
@@ -232,9 +242,9 @@ class EagleEnv:
         if len(actions) != len(self.states): raise ValueError(f"{len(actions)} actions for {len(self.states)} episodes")
         if any(s.t >= self.cfg.horizon for s in self.states): raise RuntimeError("episode is over: call reset()")
         edits = []
-        for s, a in zip(self.states, actions):
+        for i, a in enumerate(actions):
             if isinstance(a, (int, np.integer)):
-                cands = self.candidate_actions([self.states.index(s)])[0]
+                cands = self.candidate_actions([i])[0]
                 if not 0 <= int(a) < len(cands): raise ValueError(f"action index {a} outside the {len(cands)} candidates")
                 edits.append(cands[int(a)])
             elif isinstance(a, str) and a.strip(): edits.append(a.strip())

@@ -21,6 +21,8 @@ def run_cli(*args, env=None):
     ('reward: {lam: 1\n', 'is not valid YAML'),
     ('bogus:\n  x: 1\n', "config: unknown key(s) ['bogus']"),
     ('encoder:\n  test_frac: 1.5\n', 'test_frac must be in (0, 1)'),
+    ('env:\n  reward: sparse\n', "reward must be 'terminal' or 'delta'"),
+    ('llm:\n  batch_size: 0\n', 'batch_size >= 1'),
 ])
 def test_bad_config_file(tmp_path, capsys, text, message):
     f = tmp_path / 'c.yaml'; f.write_text(text)
@@ -62,15 +64,19 @@ def test_yaml_config_values_reach_the_run():
 def test_eagle_run_end_to_end_writes_results_and_reuses_caches(tmp_path):
     """The main job on the defaults (small anchor count): results folder complete; a second run hits every cache."""
     out = tmp_path / 'results'
-    r1 = run_cli('run', '--out', str(out), '--set', 'run.device=cpu', '--set', 'run.n_anchors=8')
+    fast = ['--set', 'run.device=cpu', '--set', 'run.n_anchors=8', '--set', 'llm.model=tiny', '--set', 'run.n_rollouts=2', '--set', 'env.horizon=2']
+    r1 = run_cli('run', '--out', str(out), *fast)
     assert r1.returncode == 0, r1.stderr[-3000:]
-    for f in ['results.md', 'metrics.csv', 'anchors.csv', 'config.yaml', 'figures/anchor_utilities.png']:
+    for f in ['results.md', 'metrics.csv', 'anchors.csv', 'rollouts.md', 'rollouts.csv', 'config.yaml', 'figures/anchor_utilities.png']:
         assert (out / f).exists(), f
     m = pd.read_csv(out / 'metrics.csv').iloc[0]
     assert m.movies == 1682 and m.rmse_als < m.rmse_bias < m.rmse_global_mean
     a = pd.read_csv(out / 'anchors.csv')
     assert len(a) == 8 and a['U(text)'].notna().all()
-    r2 = run_cli('run', '--out', str(tmp_path / 'again'), '--set', 'run.device=cpu', '--set', 'run.n_anchors=8')
+    ro = pd.read_csv(out / 'rollouts.csv')
+    assert len(ro) == 2 and ro['edits'].str.count(r'\|').eq(1).all() and m.rollouts == 2 and 0 <= m.transition_fallback_rate <= 1
+    r2 = run_cli('run', '--out', str(tmp_path / 'again'), *fast)
     assert r2.returncode == 0
     assert 'latent space: cached' in r2.stderr and 'encoder: cached' in r2.stderr
     pd.testing.assert_frame_equal(a, pd.read_csv(tmp_path / 'again' / 'anchors.csv'))   # deterministic
+    pd.testing.assert_frame_equal(ro, pd.read_csv(tmp_path / 'again' / 'rollouts.csv'))

@@ -1,0 +1,136 @@
+"""The LLM layer and the environment: crash safety of the generation cache, bad replies, bad paths, the env contract."""
+import os, signal, sqlite3, subprocess, sys, textwrap, time
+from pathlib import Path
+import pytest
+import torch
+from eagle_nb.llm import GenerationCache, load_llm, HFBackend, SamplingParams
+from eagle_nb.environment import EagleEnv, EnvConfig, parse_edits, validate_rewrite, fallback_rewrite
+
+WRITER = textwrap.dedent('''
+    import sys
+    from eagle_nb.llm import GenerationCache
+    c = GenerationCache(sys.argv[1]); i = 0
+    print('ready', flush=True)
+    while True:                                   # big transactions, forever, until killed
+        c.put_many({f"k{i}-{j}": f"v{i}-{j}-" + "x" * 2000 for j in range(200)}); i += 1
+''')
+
+
+def test_cache_survives_kill_9_mid_write(tmp_path):
+    db = tmp_path / 'cache.sqlite'
+    p = subprocess.Popen([sys.executable, '-c', WRITER, str(db)], stdout=subprocess.PIPE, text=True)
+    assert p.stdout.readline().strip() == 'ready'
+    time.sleep(1.5)                               # many transactions committed, one in flight
+    os.kill(p.pid, signal.SIGKILL); p.wait()
+    c = GenerationCache(db)
+    assert sqlite3.connect(db).execute('PRAGMA integrity_check').fetchone()[0] == 'ok'
+    n = len(c)
+    assert n > 0 and n % 200 == 0                 # only whole transactions are visible
+    rows = sqlite3.connect(db).execute('SELECT key, text FROM gen').fetchall()
+    assert all(t.startswith(k.replace('k', 'v', 1) + '-') and len(t) > 2000 for k, t in rows)
+    c.put_many({'after': 'crash'}); assert c.get_many(['after']) == {'after': 'crash'}   # still writable
+
+
+def test_cache_concurrent_reader_sees_consistent_snapshots(tmp_path):
+    db = tmp_path / 'cache.sqlite'; GenerationCache(db)
+    w = subprocess.Popen([sys.executable, '-c', WRITER, str(db)], stdout=subprocess.PIPE, text=True)
+    assert w.stdout.readline().strip() == 'ready'
+    r = GenerationCache(db); counts = []
+    t_end = time.time() + 1.5
+    while time.time() < t_end: counts.append(len(r))
+    w.kill(); w.wait()
+    assert all(c % 200 == 0 for c in counts) and counts == sorted(counts)
+
+
+def test_unparsable_replies_give_no_edits():
+    for reply in ['', '???', 'I am sorry, I cannot do that.', '1. ok\n2. no', '1. ' + 'word ' * 80]:
+        assert parse_edits(reply) == []
+
+
+def test_empty_and_oversized_rewrites_are_rejected():
+    orig = 'A heist film about a crew planning one last job in Los Angeles, told over one long night.'
+    assert validate_rewrite('', orig) is None
+    assert validate_rewrite('   \n ', orig) is None
+    assert validate_rewrite('word ' * 5000, orig) is None
+    assert validate_rewrite(orig, orig) is None
+    assert 'In this version: make it a musical.' in fallback_rewrite(orig, 'Make it a musical.')
+
+
+def test_missing_model_path_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match='model folder not found'):
+        load_llm(tmp_path / 'no-model')
+    (tmp_path / 'empty').mkdir()
+    with pytest.raises(FileNotFoundError, match='config.json missing'):
+        HFBackend(tmp_path / 'empty')
+    with pytest.raises(ValueError, match='unknown backend'):
+        load_llm('tiny', backend='tensorrt', cache=False)
+
+
+def test_bad_sampling_params():
+    with pytest.raises(ValueError): SamplingParams(max_new_tokens=0)
+    with pytest.raises(ValueError): SamplingParams(top_p=0)
+
+
+class TinyEncoder:
+    "A deterministic stand-in for E_D with the real interface: text -> R^4."
+    def encode(self, texts):
+        return torch.tensor([[len(t) / 100, t.count('e') / 10, t.count(' ') / 20, 1.0] for t in texts])
+
+
+@pytest.fixture(scope='module')
+def tiny_env_parts():
+    from eagle_nb.data import load_catalog
+    from eagle_nb.reward import content_gap_utility
+    cat = load_catalog('ml-100k', metadata=False)
+    class Lat: pass
+    lat = Lat(); g = torch.Generator().manual_seed(0)
+    lat.item_emb = torch.rand(50, 4, generator=g); lat.user_emb = torch.rand(5, 4, generator=g)
+    return cat, content_gap_utility(lat, lam=0.5, device='cpu')
+
+
+def make_env(tmp_path, parts, horizon=2):
+    cat, U = parts
+    llm = load_llm('tiny', device='cpu', cache=GenerationCache(tmp_path / 'c.sqlite'))
+    texts = ['A quiet drama about two sisters who run a bakery in Lyon and fall out over an inheritance.'] * 3
+    cfg = EnvConfig(horizon=horizon, n_generic=2, n_personal=2, propose_max_tokens=16, rewrite_max_tokens=24, max_retries=1)
+    return EagleEnv(llm, TinyEncoder(), U, cat, texts, {0: 'likes drama', 1: 'likes comedy'}, cfg)
+
+
+def test_env_contract_with_a_real_llm_backend(tmp_path, tiny_env_parts):
+    env = make_env(tmp_path, tiny_env_parts)
+    obs, infos = env.reset(seed=3, options={'anchors': [0, 1], 'users': [0, 1]})
+    assert len(obs) == 2 and set(obs[0]) >= {'text', 'z', 'user', 't', 'profile'} and obs[0]['z'].shape == (4,)
+    cands = env.candidate_actions()
+    assert [len(c) for c in cands] == [4, 4] and all(isinstance(e, str) and e for c in cands for e in c)
+    obs, r, term, trunc, info = env.step([0, 1])
+    assert r.tolist() == [0.0, 0.0] and not term.any() and not trunc.any() and obs[0]['t'] == 1
+    obs, r, term, trunc, info = env.step([1, 'Make it a musical.'])
+    assert term.all() and torch.isfinite(r).all()
+    assert torch.allclose(obs[1]['z'], TinyEncoder().encode([obs[1]['text']])[0])
+    s = env.stats                                   # a random-weights model writes gibberish: fallbacks, counted
+    assert s['proposals'] == 12 and s['transitions'] == 4         # proposals are lazy: a string action needs none and s['transition_fallbacks'] + s['proposal_fallbacks'] > 0
+    with pytest.raises(RuntimeError, match='episode is over'):
+        env.step([0, 0])
+
+
+def test_env_same_seed_same_episode(tmp_path, tiny_env_parts):
+    def episode(seed, folder):
+        folder.mkdir()
+        env = make_env(folder, tiny_env_parts)
+        env.reset(seed=seed, options={'anchors': [0], 'users': [0]})
+        texts = []
+        for _ in range(2):
+            obs, *_ = env.step([0]); texts.append(obs[0]['text'])
+        return texts, env.states[0].history
+    a = episode(5, tmp_path / 'a'); b = episode(5, tmp_path / 'b')
+    assert a == b                                    # independent caches, identical episodes
+
+
+def test_an_empty_cache_object_is_used_not_dropped(tmp_path):
+    "Regression: an empty GenerationCache is falsy (len 0); LLM must keep it, and the second call must hit."
+    cache = GenerationCache(tmp_path / 'c.sqlite')
+    llm = load_llm('tiny', device='cpu', cache=cache)
+    assert llm.cache is cache
+    P = SamplingParams(max_new_tokens=8)
+    a = llm.chat(['Hello there'], params=P, seeds=[1]); b = llm.chat(['Hello there'], params=P, seeds=[1])
+    assert a == b and cache.stats()['hits'] == 1 and cache.stats()['misses'] == 1 and len(cache) == 1
