@@ -221,6 +221,7 @@ class GenerationCache:
         except BaseException:
             c.execute('ROLLBACK'); raise
     def __len__(self): return self._conn().execute('SELECT COUNT(*) FROM gen').fetchone()[0]
+    def __bool__(self): return True    # a cache object is truthy even when empty (`__len__` would make it falsy)
     def stats(self)->dict: return {'entries': len(self), 'hits': self.hits, 'misses': self.misses}
 
 # %% ../nbs/05_llm.ipynb #aa6fe9ce
