@@ -4,7 +4,7 @@
 
 # %% ../nbs/13_cli.ipynb #39714333
 from __future__ import annotations
-import argparse, dataclasses, json, sys, time, os
+import argparse, dataclasses, json, shutil, sys, time, os
 from dataclasses import dataclass, field
 from pathlib import Path
 import numpy as np
@@ -19,11 +19,13 @@ from .encoder import load_backbone, fit_encoder, encoder_metrics, split_items, s
 from .reward import content_gap_utility
 from .llm import load_llm
 from .environment import EagleEnv, EnvConfig
+from .policy import mean_ci
+from .training import TrainConfig, Trainer
 
 # %% auto #0
 __all__ = ['DataConfig', 'LatentConfig', 'EncoderConfig', 'RewardConfig', 'LLMConfig', 'RunConfig', 'Config', 'load_config',
            'config_to_yaml', 'stage_latent', 'stage_encoder', 'build_stack', 'evaluate_anchors', 'stage_rollouts',
-           'run', 'main']
+           'make_env', 'run_folder', 'stage_train', 'run', 'main']
 
 # %% ../nbs/13_cli.ipynb #4bd772fe
 @dataclass
@@ -63,7 +65,7 @@ class RunConfig:
     device:str|None = None # None: CUDA when available
     out:str = 'results' # the results folder
     n_anchors:int = 20 # held-out anchor movies to evaluate
-    n_rollouts:int = 3 # episodes rolled out in the LLM environment (0 skips the stage)
+    n_rollouts:int = 3 # episodes of the trained agent rolled out in the LLM environment, before/after texts (0 skips the stage)
 
 @dataclass
 class Config:
@@ -73,7 +75,8 @@ class Config:
     encoder:EncoderConfig = field(default_factory=EncoderConfig)
     reward:RewardConfig = field(default_factory=RewardConfig)
     llm:LLMConfig = field(default_factory=LLMConfig)
-    env:EnvConfig = field(default_factory=EnvConfig)
+    env:EnvConfig = field(default_factory=lambda: EnvConfig(horizon=3, proposals='templates', transitions='append')) # training/evaluation environment: cheap on CPU by default
+    train:TrainConfig = field(default_factory=TrainConfig)
     run:RunConfig = field(default_factory=RunConfig)
 
     def __post_init__(self):
@@ -167,17 +170,22 @@ def evaluate_anchors(cfg:Config, cat, latent, enc, texts, test_idx, utility)->pd
                          'encoder error': (z_text - z_true).norm(dim=1).numpy()})
 
 # %% ../nbs/13_cli.ipynb #1f062dc3
-def stage_rollouts(cfg:Config, st, anchors:pd.DataFrame, log=print):
-    "Random-policy episodes in the LLM environment for the first `run.n_rollouts` anchors."
+def stage_rollouts(cfg:Config, st, anchors:pd.DataFrame, log=print,
+                   policy=None): # the agent (a policy over candidates); None: seeded uniformly random edits
+    "Episodes in the LLM environment (LLM proposals and rewrites) for the first `run.n_rollouts` anchors."
     n = min(cfg.run.n_rollouts, len(anchors))
     if n == 0: return None, {}
     llm = load_llm(cfg.llm.model, backend=cfg.llm.backend, device=cfg.run.device, batch_size=cfg.llm.batch_size)
-    env = EagleEnv(llm, st.encoder, st.utility, st.cat, st.texts, lambda u: user_profile(st.cat, u), cfg.env)
+    env = EagleEnv(llm, st.encoder, st.utility, st.cat, st.texts, lambda u: user_profile(st.cat, u), dataclasses.replace(cfg.env, proposals='llm', transitions='llm'))
     a, u = anchors['item'].tolist()[:n], anchors['user'].tolist()[:n]
     obs, info0 = env.reset(seed=cfg.run.seed, options={'anchors': a, 'users': u})
     rng = np.random.default_rng(cfg.run.seed)
-    for _ in tqdm(range(cfg.env.horizon), desc='rollout steps', file=sys.stderr, leave=False):
-        acts = [int(rng.integers(len(c))) for c in env.candidate_actions()]
+    g = torch.Generator().manual_seed(cfg.run.seed)
+    for _ in tqdm(range(cfg.env.horizon), desc='LLM rollout steps', file=sys.stderr, leave=False):
+        cands = env.candidate_actions()
+        if policy is None: acts = [int(rng.integers(len(c))) for c in cands]
+        else:
+            with torch.no_grad(): acts = torch.multinomial(policy(obs, cands).probs().float().cpu(), 1, generator=g).squeeze(1).tolist()
         obs, r, term, trunc, infos = env.step(acts)
     rows = [{'movie': display_title(st.cat.movies.title[a[i]]), 'user': u[i], 'U start': info0[i]['total'], 'U end': infos[i]['U_total'],
              'rating start': info0[i]['rating'], 'rating end': infos[i]['U_rating'], 'novelty start': info0[i]['novelty'], 'novelty end': infos[i]['U_novelty'],
@@ -185,6 +193,54 @@ def stage_rollouts(cfg:Config, st, anchors:pd.DataFrame, log=print):
     stats = {**env.stats, **({f'cache_{k}': v for k, v in llm.cache.stats().items()} if llm.cache is not None else {}), 'llm': llm.model_id}
     log(f"rollouts: {n} episodes x {cfg.env.horizon} steps; environment stats {env.stats}")
     return pd.DataFrame(rows), stats
+
+# %% ../nbs/13_cli.ipynb #53db9801
+def make_env(cfg:Config, st, llm=None)->EagleEnv:
+    "The configured environment; the LLM is loaded only when proposals or transitions need it."
+    if llm is None and 'llm' in (cfg.env.proposals, cfg.env.transitions):
+        llm = load_llm(cfg.llm.model, backend=cfg.llm.backend, device=cfg.run.device, batch_size=cfg.llm.batch_size)
+    return EagleEnv(llm, st.encoder, st.utility, st.cat, st.texts, lambda u: user_profile(st.cat, u), cfg.env)
+
+def run_folder(cfg:Config)->Path:
+    "Where a training run's checkpoint and metrics live: keyed by every setting the run depends on."
+    d = dataclasses.asdict(cfg)
+    key = stable_hash('train-v1', {k: d[k] for k in ('data', 'latent', 'encoder', 'reward', 'env', 'train')}, cfg.llm.model, cfg.run.seed)
+    return cache_dir('runs') / key
+
+def _plot_learning(m:pd.DataFrame, table:pd.DataFrame, path:Path):
+    import matplotlib; matplotlib.use('Agg', force=False)
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(5.5, 3.4))
+    ax.plot(m.iteration, m.train_U_end.rolling(5, min_periods=1).mean(), label='training episodes (rolling 5)')
+    if 'eval_U_end' in m: e = m.dropna(subset=['eval_U_end']); ax.plot(e.iteration, e.eval_U_end, 'o-', label='agent, held-out anchors')
+    for (name, row), ls in zip(table.iterrows(), [':', '--', '-.']):
+        if name != 'EAGLE agent': ax.axhline(row['mean U_H'], ls=ls, color='gray', label=f'{name} (held-out)')
+    ax.set_xlabel('iteration'); ax.set_ylabel('terminal utility'); ax.legend(fontsize=7); ax.set_title('EAGLE training', fontsize=9)
+    fig.tight_layout(); fig.savefig(path, dpi=110); plt.close(fig)
+
+def stage_train(cfg:Config, st, out:Path, log=print,
+                fresh:bool=False, # ignore an existing checkpoint and start over
+                iterations:int|None=None, # stop after this many iterations (the run resumes later)
+                llm=None)->tuple[pd.DataFrame, pd.DataFrame, Trainer]:
+    "Pre-train pi_ref, train the agent (resuming when possible), evaluate on held-out anchors; returns (summary, metrics, trainer)."
+    env = make_env(cfg, st, llm)
+    folder = run_folder(cfg)
+    if fresh and folder.exists(): shutil.rmtree(folder)
+    T = Trainer(cfg.train, env, st, folder, seed=cfg.run.seed, device=cfg.run.device, log=log)
+    m = T.train(iterations=iterations)
+    evals = pd.concat([T.evaluate(p).assign(policy=name) for name, p in
+                       [('random edits', 'random'), (f'pi_ref ({cfg.train.reference}) alone', T.ref), ('EAGLE agent', None)]])
+    rows = {}
+    for name, g in evals.groupby('policy', sort=False):
+        mu, lo, hi = mean_ci(g['U end']); gm, glo, ghi = mean_ci(g['U end'] - g['U start'])
+        rows[name] = {'mean U_H': mu, 'CI low': lo, 'CI high': hi, 'mean U_0': g['U start'].mean(), 'gain': gm, 'gain CI low': glo, 'gain CI high': ghi,
+                      'rating': g['rating end'].mean(), 'novelty': g['novelty end'].mean(), 'episodes': len(g)}
+    table = pd.DataFrame(rows).T
+    out = Path(out); (out / 'figures').mkdir(parents=True, exist_ok=True)
+    evals.round(4).to_csv(out / 'train_eval.csv', index=False); m.round(5).to_csv(out / 'train_metrics.csv', index=False)
+    _plot_learning(m, table, out / 'figures' / 'learning_curve.png')
+    log(f"training: {T.iteration}/{cfg.train.iterations} iterations in {folder}; agent U_H {rows['EAGLE agent']['mean U_H']:.4f}")
+    return table, m, T
 
 # %% ../nbs/13_cli.ipynb #b3ff406e
 def _plot_anchors(df:pd.DataFrame, path:Path):
@@ -200,7 +256,7 @@ def run(cfg:Config, log=None)->dict:
     "Run the pipeline on `cfg` and write the results folder; returns the metrics."
     out = Path(cfg.run.out); (out / 'figures').mkdir(parents=True, exist_ok=True)
     seed_everything(cfg.run.seed)
-    stages = ['data, latent space, encoder, utility', 'anchors', 'rollouts', 'results']
+    stages = ['data, latent space, encoder, utility', 'anchors', 'reference policy and training', 'LLM rollouts', 'results']
     bar = tqdm(total=len(stages), desc='eagle run', unit='stage', file=sys.stderr)
     log = log or (lambda m: tqdm.write(m, file=sys.stderr))
     times, t = {}, time.time()
@@ -210,17 +266,22 @@ def run(cfg:Config, log=None)->dict:
     cat, texts, latent, enc, em, test_idx, utility = st.cat, st.texts, st.latent, st.encoder, st.encoder_metrics, st.test_idx, st.utility
     log(repr(cat))
     anchors = evaluate_anchors(cfg, cat, latent, enc, texts, test_idx, utility); done('anchors')
-    rollouts, rstats = stage_rollouts(cfg, st, anchors, log); done('rollouts')
+    table, tm, T = stage_train(cfg, st, out, log); done('reference policy and training')
+    rollouts, rstats = stage_rollouts(cfg, st, anchors, log, policy=T.learner); done('LLM rollouts')
     lm = latent.info.get('metrics', {})
     metrics = {'dataset': cat.name, 'users': cat.n_users, 'movies': cat.n_items, 'ratings': len(cat.ratings),
                'metadata_match': round(cat.meta_match_rate, 4), 'latent_dim': latent.dim,
                'rmse_global_mean': lm.get('global_mean'), 'rmse_bias': lm.get('bias'), 'rmse_als': lm.get('als'),
                **{f'encoder_{k}': round(v, 4) for k, v in em.items() if k != 'fit_seconds'},
                'anchors': len(anchors), 'mean_U_text': round(float(anchors['U(text)'].mean()), 4),
-               'mean_U_true': round(float(anchors['U(true z)'].mean()), 4), 'device': str(default_device(cfg.run.device))}
+               'mean_U_true': round(float(anchors['U(true z)'].mean()), 4), 'device': str(default_device(cfg.run.device)),
+               'train_algorithm': cfg.train.algorithm, 'train_reference': cfg.train.reference, 'train_iterations': T.iteration,
+               'train_environment': f"proposals={cfg.env.proposals}, transitions={cfg.env.transitions}, H={cfg.env.horizon}",
+               **{f'U_H_{k}': round(float(table.loc[n, 'mean U_H']), 4) for k, n in zip(['random', 'reference', 'agent'], table.index)},
+               **{f'gain_{k}': round(float(table.loc[n, 'gain']), 4) for k, n in zip(['random', 'reference', 'agent'], table.index)}}
     if rollouts is not None:
         metrics.update({'rollouts': len(rollouts), 'horizon': cfg.env.horizon, 'rollout_mean_U_start': round(float(rollouts['U start'].mean()), 4),
-                        'rollout_mean_U_end_random_policy': round(float(rollouts['U end'].mean()), 4),
+                        'rollout_policy': 'EAGLE agent', 'rollout_mean_U_end': round(float(rollouts['U end'].mean()), 4),
                         'proposal_fallback_rate': round(rstats['proposal_fallbacks'] / max(1, rstats['proposals']), 3),
                         'transition_fallback_rate': round(rstats['transition_fallbacks'] / max(1, rstats['transitions']), 3), 'llm': rstats['llm']})
         rollouts.round(4).to_csv(out / 'rollouts.csv', index=False)
@@ -236,7 +297,10 @@ def run(cfg:Config, log=None)->dict:
     md = ["# eagle run: results", "", f"Config: `config.yaml` (seed {cfg.run.seed}, device {metrics['device']}).", "",
           "| metric | value |", "|---|---|"] + [f"| {k} | {v} |" for k, v in metrics.items() if k != 'stage_seconds'] + \
          ["", "## Stage times (s)", "", "| stage | seconds |", "|---|---|"] + [f"| {k} | {v} |" for k, v in metrics['stage_seconds'].items()] + \
-         ["", "## Held-out anchors", "", anchors.round(3).to_markdown(index=False) if _has_tabulate() else anchors.round(3).to_string(index=False), "",
+         ["", "## The agent against its reference and random edits (held-out anchors)", "",
+          f"Training environment: {metrics['train_environment']}; {cfg.train.eval_seeds} evaluation seeds; 95% bootstrap intervals; gain = U_H - U_0.", "",
+          table.round(4).to_markdown() if _has_tabulate() else table.round(4).to_string(), "", "![learning curve](figures/learning_curve.png)", "",
+          "## Held-out anchors", "", anchors.round(3).to_markdown(index=False) if _has_tabulate() else anchors.round(3).to_string(index=False), "",
           "![anchor utilities](figures/anchor_utilities.png)", ""]
     (out / 'results.md').write_text('\n'.join(md))
     bar.close()
@@ -255,16 +319,29 @@ def main(argv:list[str]|None=None)->int:
     r.add_argument('config', nargs='?', help='YAML config; the embedded defaults when omitted')
     r.add_argument('--set', dest='overrides', action='append', default=[], metavar='SECTION.KEY=VALUE', help='override one setting (repeatable)')
     r.add_argument('--out', help='results folder (overrides run.out)')
+    t = sub.add_parser('train', help='pre-train the reference policy and train the EAGLE agent (resumes an interrupted run)')
+    t.add_argument('config', nargs='?', help='YAML config; the embedded defaults when omitted')
+    t.add_argument('--set', dest='overrides', action='append', default=[], metavar='SECTION.KEY=VALUE')
+    t.add_argument('--out', help='results folder (overrides run.out)')
+    t.add_argument('--fresh', action='store_true', help='discard an existing checkpoint of the same run')
+    t.add_argument('--iterations', type=int, help='stop after this many iterations (run again to resume)')
     c = sub.add_parser('config', help='print the resolved configuration')
     c.add_argument('config', nargs='?'); c.add_argument('--set', dest='overrides', action='append', default=[])
     a = ap.parse_args(argv)
     try:
         cfg = load_config(a.config, a.overrides + ([f"run.out={a.out}"] if getattr(a, 'out', None) else []))
         if a.cmd == 'config': print(config_to_yaml(cfg)); return 0
+        if a.cmd == 'train':
+            t0 = time.time(); st = build_stack(cfg, lambda m: print(m, file=sys.stderr))
+            out = Path(cfg.run.out); out.mkdir(parents=True, exist_ok=True); (out / 'config.yaml').write_text(config_to_yaml(cfg))
+            table, m, T = stage_train(cfg, st, out, lambda m: print(m, file=sys.stderr), fresh=a.fresh, iterations=a.iterations)
+            print(f"trained {T.iteration}/{cfg.train.iterations} iterations in {time.time() - t0:.0f}s; checkpoint {T.ckpt_path}")
+            print(table[['mean U_H', 'CI low', 'CI high', 'gain']].round(4).to_string())
+            return 0
         t0 = time.time(); m = run(cfg)
         print(f"done in {time.time() - t0:.0f}s: results in {Path(cfg.run.out).resolve()}")
-        for k in ['movies', 'rmse_als', 'rmse_bias', 'encoder_R2', 'encoder_acc@10', 'mean_U_text', 'mean_U_true', 'rollout_mean_U_start', 'rollout_mean_U_end_random_policy', 'proposal_fallback_rate', 'transition_fallback_rate']:
+        for k in ['movies', 'rmse_als', 'rmse_bias', 'encoder_R2', 'encoder_acc@10', 'mean_U_text', 'mean_U_true', 'U_H_random', 'U_H_reference', 'U_H_agent', 'rollout_mean_U_start', 'rollout_mean_U_end', 'proposal_fallback_rate', 'transition_fallback_rate']:
             if k in m: print(f"  {k}: {m[k]}")
         return 0
-    except (ConfigError, FileNotFoundError, ValueError) as e:
+    except (ConfigError, FileNotFoundError, ValueError, FloatingPointError) as e:
         print(f"eagle: error: {e}", file=sys.stderr); return 2

@@ -193,7 +193,13 @@ def config_from_dict(
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(d) - names)
     if unknown: raise ConfigError(f"{path}: unknown key(s) {unknown}; allowed: {sorted(names)}")
-    kw = {k: _check_type(v, hints[k], f"{path}.{k}") for k, v in d.items()}
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    kw = {}
+    for k, v in d.items():
+        f = fields[k]
+        if isinstance(v, dict) and dataclasses.is_dataclass(hints[k]) and f.default_factory is not dataclasses.MISSING:
+            v = {**dataclasses.asdict(f.default_factory()), **v}   # a section given in part keeps its field's own defaults
+        kw[k] = _check_type(v, hints[k], f"{path}.{k}")
     for f in dataclasses.fields(cls):
         if f.name not in kw and dataclasses.is_dataclass(hints[f.name]) and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
             kw[f.name] = config_from_dict(hints[f.name], {}, f"{path}.{f.name}")

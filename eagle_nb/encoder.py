@@ -4,7 +4,7 @@
 
 # %% ../nbs/03_encoder.ipynb #0d01f148
 from __future__ import annotations
-import io, json, time
+import atexit, io, json, time
 from pathlib import Path
 import numpy as np
 import torch
@@ -46,22 +46,32 @@ class EmbeddingCache:
     def _load(self):
         f = self._file()
         if f.exists():
-            try: self.mem = torch.load(f, weights_only=True)
+            try:
+                d = torch.load(f, weights_only=True)
+                self.mem = dict(zip(d['keys'], d['emb'])) if 'emb' in d else d      # (older files: one tensor per key)
             except Exception: self.mem = {}                  # a corrupt cache is rebuilt, not trusted
+        self._saved, self._t_saved = len(self.mem), time.time()
+        atexit.register(self.flush)
     def save(self):
-        "Persist the in-memory cache atomically."
+        "Persist the in-memory cache atomically (keys and one stacked tensor: fast to write and read)."
         if not self.folder: return
-        buf = io.BytesIO(); torch.save(self.mem, buf); atomic_write_bytes(self._file(), buf.getvalue())
+        keys = list(self.mem)
+        buf = io.BytesIO(); torch.save({'keys': keys, 'emb': torch.stack([self.mem[k] for k in keys]) if keys else torch.zeros(0)}, buf)
+        atomic_write_bytes(self._file(), buf.getvalue()); self._saved, self._t_saved = len(keys), time.time()
+    def flush(self, min_new:int=1, max_age:float=0.0):
+        "Save if at least `min_new` entries are unsaved, or any are and the last save is older than `max_age` seconds."
+        new = len(self.mem) - getattr(self, '_saved', 0)
+        if new > 0 and (new >= min_new or time.time() - self._t_saved >= max_age): self.save()
     def __call__(self, texts:list[str], progress:bool=False)->torch.Tensor:
         "Embeddings (len(texts), d) as float32 on CPU."
         keys = [stable_hash(t) for t in texts]
         todo = list(dict.fromkeys(k for k in keys if k not in self.mem))
-        self.hits += len(keys) - sum(k in todo for k in keys); self.misses += len(todo)
+        miss = set(todo); self.hits += sum(k not in miss for k in keys); self.misses += len(todo)
         if todo:
             src = {k: t for k, t in zip(keys, texts)}
             emb = self.model.encode([src[k] for k in todo], batch_size=self.batch_size, convert_to_tensor=True, show_progress_bar=progress).float().cpu()
             self.mem.update(zip(todo, emb))
-            self.save()
+            if self.folder: self.flush(min_new=256, max_age=30.0)     # batched writes; the rest at exit (see `flush`)
         return torch.stack([self.mem[k] for k in keys])
 
 # %% ../nbs/03_encoder.ipynb #2a32fae6

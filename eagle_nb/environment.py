@@ -160,10 +160,14 @@ class EnvConfig:
     max_retries:int = 2 # new samples tried when a rewrite is unusable
     propose_max_tokens:int = 90; rewrite_max_tokens:int = 200
     temperature:float = 0.7; top_p:float = 0.95
+    proposals:str = 'llm' # 'llm' (the paper) or 'templates' (catalogue-filled templates, no generation)
+    transitions:str = 'llm' # 'llm' (the paper) or 'append' (the edit stated in the text: the deterministic fallback, no generation)
     def __post_init__(self):
         if self.horizon < 1: raise ValueError("horizon must be >= 1")
         if self.reward not in ('terminal', 'delta'): raise ValueError("reward must be 'terminal' or 'delta'")
         if self.n_generic + self.n_personal < 1: raise ValueError("need at least one candidate action per state")
+        if self.proposals not in ('llm', 'templates'): raise ValueError("proposals must be 'llm' or 'templates'")
+        if self.transitions not in ('llm', 'append'): raise ValueError("transitions must be 'llm' or 'append'")
 
 @dataclass(eq=False)
 class State:
@@ -174,7 +178,7 @@ class State:
 
 class EagleEnv:
     "Batched LLM environment: states are descriptions, actions are edits, rewards are latent-space utilities."
-    def __init__(self, llm:LLM, # the frozen environment LLM
+    def __init__(self, llm:LLM|None, # the frozen environment LLM (None only when proposals and transitions need no generation)
                  encoder, # E_D, with `.encode(texts) -> (B, n)`
                  utility, # `Utility`: (z, users) -> parts
                  catalog:Catalog, # movies (for anchors and fallback facts)
@@ -182,6 +186,7 @@ class EagleEnv:
                  profiles:dict|callable, # user -> profile text
                  cfg:EnvConfig=EnvConfig()):
         self.llm, self.encoder, self.utility, self.catalog, self.texts, self.cfg = llm, encoder, utility, catalog, texts, cfg
+        if llm is None and 'llm' in (cfg.proposals, cfg.transitions): raise ValueError("an LLM is needed unless proposals='templates' and transitions='append'")
         self.profiles = profiles
         self.states:list[State] = []
         self.stats = dict(proposal_requests=0, proposals=0, proposal_fallbacks=0, proposal_example_copies=0, transitions=0, transition_retries=0, transition_fallbacks=0)
@@ -220,7 +225,8 @@ class EagleEnv:
         seeds = [self.states[i].seed + 7919 * self.states[i].t + 2 * k + pers for k, (i, n, pers) in enumerate(jobs)]
         examples = [[e for c in np.random.default_rng(sd).permutation(cats)[:3] for e in template_edits(c, 1, sd, self._genres, self._directors)] for sd in seeds]
         prompts = [proposal_prompt(self.states[i].text, n, ex, self.states[i].profile if pers else None) for (i, n, pers), ex in zip(jobs, examples)]
-        replies = self.llm.chat(prompts, system=SYSTEM, params=P, seeds=seeds, prefix='1.')
+        # 'templates': no request; every edit comes from the (counted) template fill-in below
+        replies = self.llm.chat(prompts, system=SYSTEM, params=P, seeds=seeds, prefix='1.') if cfg.proposals == 'llm' else [''] * len(prompts)
         acts = {i: [] for i in idx}
         for (i, n, pers), reply, sd, ex in zip(jobs, replies, seeds, examples):
             have = {a.lower() for a in acts[i]}
@@ -264,6 +270,8 @@ class EagleEnv:
                 torch.zeros(len(self.states), dtype=torch.bool), infos)
 
     def _apply(self, texts:list[str], edits:list[str], seeds:list[int])->list[str]:
+        if self.cfg.transitions == 'append':
+            self.stats['transitions'] += len(texts); return [fallback_rewrite(t, e) for t, e in zip(texts, edits)]
         P = SamplingParams(self.cfg.rewrite_max_tokens, self.cfg.temperature, self.cfg.top_p)
         out = [None] * len(texts); todo = list(range(len(texts)))
         for attempt in range(self.cfg.max_retries + 1):

@@ -6,6 +6,10 @@ import pytest
 from eagle_nb.cli import main, load_config
 from eagle_nb.core import ConfigError
 
+# a training stage small enough for a test: 3 iterations of 4 episodes, tiny anchor pools
+TINY_TRAIN = [x for kv in ['train.iterations=3', 'train.episodes=4', 'train.minibatch=4', 'train.n_train_anchors=8', 'train.n_eval_anchors=4',
+                            'train.ref_epochs=2', 'train.eval_every=2', 'train.eval_seeds=1', 'train.checkpoint_every=1'] for x in ('--set', kv)]
+
 EAGLE = [sys.executable, '-c', 'import sys; from eagle_nb.cli import main; sys.exit(main())']
 
 
@@ -54,6 +58,11 @@ def test_missing_dataset_folder_is_a_clear_error(tmp_path):
     assert 'MovieLens folder not found' in r.stderr and 'Traceback' not in r.stderr
 
 
+def test_partial_section_keeps_the_main_configs_defaults():
+    cfg = load_config(overrides=['env.horizon=2'])              # the env section given in part
+    assert cfg.env.horizon == 2 and (cfg.env.proposals, cfg.env.transitions) == ('templates', 'append')
+
+
 def test_yaml_config_values_reach_the_run():
     cfg = load_config(overrides=['latent.k=8', 'reward.lam=0'])
     assert cfg.latent.k == 8 and cfg.reward.lam == 0.0
@@ -64,13 +73,16 @@ def test_yaml_config_values_reach_the_run():
 def test_eagle_run_end_to_end_writes_results_and_reuses_caches(tmp_path):
     """The main job on the defaults (small anchor count): results folder complete; a second run hits every cache."""
     out = tmp_path / 'results'
-    fast = ['--set', 'run.device=cpu', '--set', 'run.n_anchors=8', '--set', 'llm.model=tiny', '--set', 'run.n_rollouts=2', '--set', 'env.horizon=2']
+    fast = ['--set', 'run.device=cpu', '--set', 'run.n_anchors=8', '--set', 'llm.model=tiny', '--set', 'run.n_rollouts=2', '--set', 'env.horizon=2'] + TINY_TRAIN
     r1 = run_cli('run', '--out', str(out), *fast)
     assert r1.returncode == 0, r1.stderr[-3000:]
-    for f in ['results.md', 'metrics.csv', 'anchors.csv', 'rollouts.md', 'rollouts.csv', 'config.yaml', 'figures/anchor_utilities.png']:
+    for f in ['results.md', 'metrics.csv', 'anchors.csv', 'rollouts.md', 'rollouts.csv', 'config.yaml', 'figures/anchor_utilities.png',
+              'train_eval.csv', 'train_metrics.csv', 'figures/learning_curve.png']:
         assert (out / f).exists(), f
     m = pd.read_csv(out / 'metrics.csv').iloc[0]
     assert m.movies == 1682 and m.rmse_als < m.rmse_bias < m.rmse_global_mean
+    assert m.train_iterations == 3 and all(pd.notna(m[k]) for k in ('U_H_random', 'U_H_reference', 'U_H_agent'))
+    assert 'EAGLE agent' in (out / 'results.md').read_text()
     a = pd.read_csv(out / 'anchors.csv')
     assert len(a) == 8 and a['U(text)'].notna().all()
     ro = pd.read_csv(out / 'rollouts.csv')
@@ -78,5 +90,6 @@ def test_eagle_run_end_to_end_writes_results_and_reuses_caches(tmp_path):
     r2 = run_cli('run', '--out', str(tmp_path / 'again'), *fast)
     assert r2.returncode == 0
     assert 'latent space: cached' in r2.stderr and 'encoder: cached' in r2.stderr
+    assert 'reference policy (G-optimal) from cache' in r2.stderr and 'resumed from' in r2.stderr   # the finished training run is reused
     pd.testing.assert_frame_equal(a, pd.read_csv(tmp_path / 'again' / 'anchors.csv'))   # deterministic
     pd.testing.assert_frame_equal(ro, pd.read_csv(tmp_path / 'again' / 'rollouts.csv'))

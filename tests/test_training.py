@@ -1,0 +1,148 @@
+"""Agent training: the maths on hand-computed cases, guided masks, guide independence, NaN rewards,
+bad configs, checkpoints that survive kill -9, and resume == uninterrupted (through the `eagle train` CLI)."""
+import math, os, signal, subprocess, sys, time
+from pathlib import Path
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from eagle_nb.core import kl_categorical, gae_advantages, guided_masks
+from eagle_nb.data import load_catalog
+from eagle_nb.environment import EagleEnv, EnvConfig
+from eagle_nb.policy import PolicyOut, masked_log_softmax
+from eagle_nb.training import (TrainConfig, Batch, batch_losses, collect, frozen_copy, phase_algorithm, save_checkpoint,
+                               load_checkpoint)
+from test_cli import run_cli, TINY_TRAIN
+
+
+class Logits(torch.nn.Module):
+    "A state-independent table of logits and a constant value: the smallest policy."
+    def __init__(self, K=3, init=None):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.zeros(K) if init is None else torch.tensor(init))
+        self.v = torch.nn.Parameter(torch.zeros(1))
+    def forward(self, obs, cands):
+        K = max(map(len, cands))
+        return PolicyOut(masked_log_softmax(self.w[:K].expand(len(obs), K), [len(c) for c in cands]), self.v.expand(len(obs)))
+
+
+def test_kl_by_hand():
+    p, q = torch.tensor([.5, .5, 0.]), torch.tensor([.25, .25, .5])
+    assert math.isclose(kl_categorical(p.log(), q.log()).item(), math.log(2), rel_tol=1e-6)   # 0 log 0 = 0, no NaN
+
+
+def test_gae_by_hand():
+    r, v = torch.tensor([[0., 0., 1.]]), torch.tensor([[.5, .6, .7]])
+    adv, ret = gae_advantages(r, v, gamma=1.0, lam=0.5)
+    d = [0 + .6 - .5, 0 + .7 - .6, 1 - .7]                        # TD errors
+    want = [d[0] + .5 * d[1] + .25 * d[2], d[1] + .5 * d[2], d[2]]
+    assert torch.allclose(adv[0], torch.tensor(want)) and torch.allclose(ret, adv + v)
+
+
+def test_update_gradient_is_reinforce_with_baseline():
+    """H=2, reward only at the end; lam=1, gamma=1, no whitening/clipping: the loss gradient is -(R - V) grad log pi(a_t)."""
+    pol = Logits(3, [0.2, -0.1, 0.3]); ref = frozen_copy(pol)
+    b = Batch([{'text': 'x'}] * 2, [['a', 'b', 'c']] * 2, torch.tensor([[2, 0]]), None, torch.tensor([[0., 1.5]]),
+              torch.tensor([[True, True]]), torch.tensor([[False, False]]), torch.tensor([[False, False]]), torch.zeros(1), torch.ones(1))
+    with torch.no_grad(): b.old_logp = pol(b.obs, b.cands).logp.gather(1, b.actions.view(-1, 1)).view(1, 2)
+    loss, d = batch_losses(pol, ref, b, [0], TrainConfig(clip=0, whiten=False, value_coef=0, lam=1.0, alpha=0.0))
+    loss.backward()
+    p = torch.softmax(torch.tensor([0.2, -0.1, 0.3]), 0)
+    g = lambda a: torch.eye(3)[a] - p                           # grad of log softmax at action a
+    want = -(1.5 * g(2) + 1.5 * g(0)) / 2                        # A_t = 1.5 - V(=0) for both steps, mean over 2 steps
+    assert torch.allclose(pol.w.grad, want, atol=1e-6), (pol.w.grad, want)
+
+
+@pytest.mark.parametrize('algo, H, h, guide, pg', [
+    ('ppo', 3, [0, 2], [[0, 0, 0], [0, 0, 0]], [[1, 1, 1], [1, 1, 1]]),
+    ('ppo++', 3, [0, 2], [[0, 0, 0], [1, 1, 0]], [[1, 1, 1], [0, 0, 1]]),
+    ('aggrevated', 3, [0, 1], [[0, 0, 0], [0, 1, 1]], [[1, 1, 1], [1, 0, 0]]),
+])
+def test_guided_masks(algo, H, h, guide, pg):
+    g, p, v = guided_masks(algo, H, torch.tensor(h))
+    assert g.int().tolist() == guide and p.int().tolist() == pg and not (g & p).any()
+
+
+def test_lols_and_d2lols_schedules():
+    rng = np.random.default_rng(0)
+    assert {phase_algorithm('lols', i, 5, rng) for i in range(50)} == {'ppo++', 'aggrevated'}
+    assert [phase_algorithm('d2lols', i, 3, rng) for i in range(5)] == ['aggrevated'] * 3 + ['ppo++'] * 2
+    assert phase_algorithm('ppo', 7, 3, rng) == 'ppo'
+
+
+def test_guide_is_a_frozen_copy():
+    pol = Logits(3, [1., 0., -1.]); guide = frozen_copy(pol)
+    before = guide([{}], [['a', 'b', 'c']]).logp.clone()
+    with torch.no_grad(): pol.w.add_(5.0)
+    assert torch.equal(guide([{}], [['a', 'b', 'c']]).logp, before)
+    assert not any(p.requires_grad for p in guide.parameters())
+
+
+class LenEncoder:
+    "Text -> a 2-d vector from its length (no model needed)."
+    def encode(self, texts): return torch.tensor([[len(t) / 100., 1.] for t in texts])
+
+
+def nan_utility(z, users):
+    return {'total': torch.full((len(z),), float('nan')), 'rating': torch.zeros(len(z)), 'novelty': torch.zeros(len(z))}
+
+
+def test_nan_reward_is_caught():
+    cat = load_catalog('ml-100k', metadata=False)
+    env = EagleEnv(None, LenEncoder(), nan_utility, cat, ['A quiet drama.'] * cat.n_items, lambda u: '',
+                   EnvConfig(horizon=2, n_generic=2, n_personal=1, proposals='templates', transitions='append'))
+    with pytest.raises(FloatingPointError, match='non-finite reward'):
+        collect(env, Logits(3), None, [0, 1], [0, 1], 'ppo', 0.0, seed=0)
+
+
+def test_bad_train_config_is_a_clear_error(tmp_path):
+    r = run_cli('train', '--out', str(tmp_path), '--set', 'train.algorithm=dagger')
+    assert r.returncode == 2 and 'algorithm must be one of' in r.stderr and 'Traceback' not in r.stderr
+    r = run_cli('train', '--out', str(tmp_path), '--set', 'train.beta=2')
+    assert r.returncode == 2 and 'beta must be in [0, 1]' in r.stderr
+
+
+WRITER = """
+import sys, torch
+from eagle_nb.training import save_checkpoint
+i = 0
+while True:
+    i += 1
+    save_checkpoint(sys.argv[1], {'step': i, 'blob': torch.full((4_000_000,), float(i))})
+    print(i, flush=True)
+"""
+
+
+def test_kill_9_mid_checkpoint_leaves_previous_checkpoint_loadable(tmp_path):
+    f = tmp_path / 'checkpoint.pt'
+    p = subprocess.Popen([sys.executable, '-c', WRITER, str(f)], stdout=subprocess.PIPE, text=True)
+    try:
+        for _ in range(3): p.stdout.readline()                   # a few complete checkpoints exist
+        time.sleep(0.05); os.kill(p.pid, signal.SIGKILL); p.wait()
+    finally:
+        if p.poll() is None: p.kill()
+    s = load_checkpoint(f)
+    assert s['step'] >= 3 and torch.all(s['blob'] == float(s['step']))   # complete and self-consistent
+    assert not [x for x in tmp_path.iterdir() if x.name != 'checkpoint.pt' and not x.name.startswith('.checkpoint.pt.')]
+
+
+def test_unreadable_checkpoint_is_a_clear_error(tmp_path):
+    f = tmp_path / 'checkpoint.pt'; f.write_bytes(b'not a checkpoint')
+    with pytest.raises(RuntimeError, match='unreadable'):
+        load_checkpoint(f)
+
+
+def test_resumed_training_equals_uninterrupted(tmp_path):
+    """`eagle train --iterations 2` then `eagle train` (resume) gives the same metrics as one uninterrupted run."""
+    cfg = ['--set', 'run.device=cpu', '--set', 'run.seed=7'] + TINY_TRAIN
+    r = run_cli('train', '--out', str(tmp_path / 'a'), '--fresh', *cfg)
+    assert r.returncode == 0, r.stderr[-3000:]
+    full = pd.read_csv(tmp_path / 'a' / 'train_metrics.csv')
+    r1 = run_cli('train', '--out', str(tmp_path / 'b'), '--fresh', '--iterations', '2', *cfg)
+    assert r1.returncode == 0 and 'trained 2/3 iterations' in r1.stdout, r1.stderr[-3000:]
+    r2 = run_cli('train', '--out', str(tmp_path / 'b'), *cfg)
+    assert r2.returncode == 0 and 'resumed from' in r2.stderr and 'at iteration 2' in r2.stderr, r2.stderr[-3000:]
+    resumed = pd.read_csv(tmp_path / 'b' / 'train_metrics.csv')
+    cols = ['iteration', 'train_U_end', 'kl', 'loss_pg', 'loss_v', 'entropy']
+    pd.testing.assert_frame_equal(full[cols], resumed[cols])
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / 'a' / 'train_eval.csv'), pd.read_csv(tmp_path / 'b' / 'train_eval.csv'))
