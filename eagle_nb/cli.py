@@ -4,7 +4,7 @@
 
 # %% ../nbs/13_cli.ipynb #39714333
 from __future__ import annotations
-import argparse, dataclasses, json, shutil, sys, time, os
+import argparse, dataclasses, json, shutil, sys, time
 from dataclasses import dataclass, field
 from pathlib import Path
 import numpy as np
@@ -175,8 +175,7 @@ def stage_rollouts(cfg:Config, st, anchors:pd.DataFrame, log=print,
     "Episodes in the LLM environment (LLM proposals and rewrites) for the first `run.n_rollouts` anchors."
     n = min(cfg.run.n_rollouts, len(anchors))
     if n == 0: return None, {}
-    llm = load_llm(cfg.llm.model, backend=cfg.llm.backend, device=cfg.run.device, batch_size=cfg.llm.batch_size)
-    env = EagleEnv(llm, st.encoder, st.utility, st.cat, st.texts, lambda u: user_profile(st.cat, u), dataclasses.replace(cfg.env, proposals='llm', transitions='llm'))
+    env = make_env(dataclasses.replace(cfg, env=dataclasses.replace(cfg.env, proposals='llm', transitions='llm')), st); llm = env.llm
     a, u = anchors['item'].tolist()[:n], anchors['user'].tolist()[:n]
     obs, info0 = env.reset(seed=cfg.run.seed, options={'anchors': a, 'users': u})
     rng = np.random.default_rng(cfg.run.seed)

@@ -4,14 +4,14 @@
 
 # %% ../nbs/09_training.ipynb #61814eff
 from __future__ import annotations
-import copy, io, json, math, os, random, sys, time
+import copy, io, json, math, random, sys, time
 from dataclasses import dataclass, asdict
 from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
 from tqdm.auto import tqdm
-from .core import kl_categorical, gae_advantages, guided_masks, seed_everything, atomic_write_bytes, stable_hash, cache_dir, default_device
+from .core import kl_categorical, gae_advantages, guided_masks, atomic_write_bytes, stable_hash, cache_dir, default_device
 from .design import candidate_features
 from .policy import EmbeddingPolicy, LMPolicy, PolicyOut, masked_log_softmax, collect_states, reference_targets, fit_reference, run_policy, mean_ci
 
