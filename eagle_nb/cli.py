@@ -21,6 +21,7 @@ from .llm import load_llm
 from .environment import EagleEnv, EnvConfig
 from .policy import mean_ci
 from .training import TrainConfig, Trainer
+from .experiments import trace_episodes, plot_trajectories
 
 # %% auto #0
 __all__ = ['DataConfig', 'LatentConfig', 'EncoderConfig', 'RewardConfig', 'LLMConfig', 'RunConfig', 'Config', 'load_config',
@@ -172,26 +173,17 @@ def evaluate_anchors(cfg:Config, cat, latent, enc, texts, test_idx, utility)->pd
 # %% ../nbs/13_cli.ipynb #1f062dc3
 def stage_rollouts(cfg:Config, st, anchors:pd.DataFrame, log=print,
                    policy=None): # the agent (a policy over candidates); None: seeded uniformly random edits
-    "Episodes in the LLM environment (LLM proposals and rewrites) for the first `run.n_rollouts` anchors."
+    "Episodes in the LLM environment (LLM proposals and rewrites) for the first `run.n_rollouts` anchors, with their latent paths."
     n = min(cfg.run.n_rollouts, len(anchors))
     if n == 0: return None, {}
     env = make_env(dataclasses.replace(cfg, env=dataclasses.replace(cfg.env, proposals='llm', transitions='llm')), st); llm = env.llm
     a, u = anchors['item'].tolist()[:n], anchors['user'].tolist()[:n]
-    obs, info0 = env.reset(seed=cfg.run.seed, options={'anchors': a, 'users': u})
-    rng = np.random.default_rng(cfg.run.seed)
-    g = torch.Generator().manual_seed(cfg.run.seed)
-    for _ in tqdm(range(cfg.env.horizon), desc='LLM rollout steps', file=sys.stderr, leave=False):
-        cands = env.candidate_actions()
-        if policy is None: acts = [int(rng.integers(len(c))) for c in cands]
-        else:
-            with torch.no_grad(): acts = torch.multinomial(policy(obs, cands).probs().float().cpu(), 1, generator=g).squeeze(1).tolist()
-        obs, r, term, trunc, infos = env.step(acts)
-    rows = [{'movie': display_title(st.cat.movies.title[a[i]]), 'user': u[i], 'U start': info0[i]['total'], 'U end': infos[i]['U_total'],
-             'rating start': info0[i]['rating'], 'rating end': infos[i]['U_rating'], 'novelty start': info0[i]['novelty'], 'novelty end': infos[i]['U_novelty'],
-             'edits': ' | '.join(obs[i]['history']), 'text start': st.texts[a[i]], 'text end': obs[i]['text']} for i in range(n)]
+    d = trace_episodes(env, policy, a, u, seed=cfg.run.seed, progress=True)
+    d.insert(0, 'movie', [display_title(st.cat.movies.title[x]) for x in a])
     stats = {**env.stats, **({f'cache_{k}': v for k, v in llm.cache.stats().items()} if llm.cache is not None else {}), 'llm': llm.model_id}
     log(f"rollouts: {n} episodes x {cfg.env.horizon} steps; environment stats {env.stats}")
-    return pd.DataFrame(rows), stats
+    return d, stats
+
 
 # %% ../nbs/13_cli.ipynb #53db9801
 def make_env(cfg:Config, st, llm=None)->EagleEnv:
@@ -251,6 +243,26 @@ def _plot_anchors(df:pd.DataFrame, path:Path):
     ax.plot([lo, hi], [lo, hi], 'k--', lw=0.7); ax.set_xlabel('U at the true embedding'); ax.set_ylabel('U of the encoded description')
     ax.set_title('held-out anchors: utility through the encoder', fontsize=9); fig.tight_layout(); fig.savefig(path, dpi=110); plt.close(fig)
 
+def _plot_before_after(ev:pd.DataFrame, path:Path):
+    import matplotlib; matplotlib.use('Agg', force=False)
+    import matplotlib.pyplot as plt
+    g = ev.groupby(['anchor', 'policy'], sort=False)[['U start', 'U end']].mean().reset_index()
+    start = g.groupby('anchor')['U start'].first().sort_values(); x = {a: i for i, a in enumerate(start.index)}
+    fig, ax = plt.subplots(figsize=(7, 3.4))
+    ax.plot(range(len(start)), start.values, 'ks', ms=4, label='start U_0')
+    for (name, d), mk in zip(g.groupby('policy', sort=False), ['x', '^', 'o']):
+        ax.plot([x[a] for a in d.anchor], d['U end'], mk, ms=5, alpha=0.8, label=f'{name}: U_H')
+    ax.set_xlabel('held-out anchor (sorted by U_0)'); ax.set_ylabel('utility'); ax.legend(fontsize=7)
+    ax.set_title('utility before and after, per held-out anchor (mean over evaluation seeds)', fontsize=9)
+    fig.tight_layout(); fig.savefig(path, dpi=110); plt.close(fig)
+
+def _plot_paths(latent, panels:list[tuple], path:Path):
+    import matplotlib; matplotlib.use('Agg', force=False)
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4.5), squeeze=False)
+    for ax, (title, paths, labels) in zip(axes[0], panels): plot_trajectories(latent, paths, labels, ax=ax, title=title)
+    fig.tight_layout(); fig.savefig(path, dpi=110); plt.close(fig)
+
 def run(cfg:Config, log=None)->dict:
     "Run the pipeline on `cfg` and write the results folder; returns the metrics."
     out = Path(cfg.run.out); (out / 'figures').mkdir(parents=True, exist_ok=True)
@@ -283,7 +295,7 @@ def run(cfg:Config, log=None)->dict:
                         'rollout_policy': 'EAGLE agent', 'rollout_mean_U_end': round(float(rollouts['U end'].mean()), 4),
                         'proposal_fallback_rate': round(rstats['proposal_fallbacks'] / max(1, rstats['proposals']), 3),
                         'transition_fallback_rate': round(rstats['transition_fallbacks'] / max(1, rstats['transitions']), 3), 'llm': rstats['llm']})
-        rollouts.round(4).to_csv(out / 'rollouts.csv', index=False)
+        rollouts.drop(columns='path').round(4).to_csv(out / 'rollouts.csv', index=False)
         (out / 'rollouts.md').write_text('\n\n'.join(
             f"## {r['movie']} (user {r['user']})\n\nU: {r['U start']:.3f} -> {r['U end']:.3f} (rating {r['rating start']:.3f} -> {r['rating end']:.3f}, novelty {r['novelty start']:.3f} -> {r['novelty end']:.3f})\n\n"
             f"**Edits:** {r['edits']}\n\n**Before:**\n\n{r['text start']}\n\n**After:**\n\n{r['text end']}" for _, r in rollouts.iterrows()) + '\n')
@@ -291,6 +303,16 @@ def run(cfg:Config, log=None)->dict:
     anchors.round(4).to_csv(out / 'anchors.csv', index=False)
     (out / 'config.yaml').write_text(config_to_yaml(cfg))
     _plot_anchors(anchors, out / 'figures' / 'anchor_utilities.png')
+    _plot_before_after(pd.read_csv(out / 'train_eval.csv'), out / 'figures' / 'utility_before_after.png')
+    k = min(3, len(T.pools[2])); ea, eu = T.pools[2][:k], T.pools[3][:k]
+    tr_r, tr_a = trace_episodes(T.env, None, ea, eu, seed=10_000), trace_episodes(T.env, T.learner, ea, eu, seed=10_000)
+    short = lambda a: display_title(cat.movies.title[a])[:24]
+    panels = [('held-out anchors, training environment: agent (solid) vs random', [*tr_a.path, *tr_r.path],
+               [f"{short(r.anchor)}: agent {r['U start']:.2f}->{r['U end']:.2f}" for _, r in tr_a.iterrows()] +
+               [f"{short(r.anchor)}: random {r['U start']:.2f}->{r['U end']:.2f}" for _, r in tr_r.iterrows()])]
+    if rollouts is not None:
+        panels.append(('the agent in the LLM environment', list(rollouts.path), [f"{r.movie[:24]}: {r['U start']:.2f}->{r['U end']:.2f}" for _, r in rollouts.iterrows()]))
+    _plot_paths(latent, panels, out / 'figures' / 'trajectories.png')
     done('results')
     metrics['stage_seconds'] = {k: round(v, 2) for k, v in times.items()}
     md = ["# eagle run: results", "", f"Config: `config.yaml` (seed {cfg.run.seed}, device {metrics['device']}).", "",
@@ -300,7 +322,12 @@ def run(cfg:Config, log=None)->dict:
           f"Training environment: {metrics['train_environment']}; {cfg.train.eval_seeds} evaluation seeds; 95% bootstrap intervals; gain = U_H - U_0.", "",
           table.round(4).to_markdown() if _has_tabulate() else table.round(4).to_string(), "", "![learning curve](figures/learning_curve.png)", "",
           "## Held-out anchors", "", anchors.round(3).to_markdown(index=False) if _has_tabulate() else anchors.round(3).to_string(index=False), "",
-          "![anchor utilities](figures/anchor_utilities.png)", ""]
+          "![anchor utilities](figures/anchor_utilities.png)", "",
+          "## Before and after", "", "![utility before and after](figures/utility_before_after.png)", "",
+          "Where the edits go in the latent space (the movies' first two principal components; square = start, star = end):", "",
+          "![trajectories](figures/trajectories.png)", ""] + \
+         ([f"Example (the agent in the LLM environment; all of them in `rollouts.md`): **{rollouts.movie[0]}**, U {rollouts['U start'][0]:.3f} -> {rollouts['U end'][0]:.3f}", "",
+           f"*Edits:* {rollouts.edits[0]}", "", f"*Before:* {rollouts['text start'][0]}", "", f"*After:* {rollouts['text end'][0]}", ""] if rollouts is not None else [])
     (out / 'results.md').write_text('\n'.join(md))
     bar.close()
     return metrics

@@ -77,8 +77,10 @@ def test_eagle_run_end_to_end_writes_results_and_reuses_caches(tmp_path):
     r1 = run_cli('run', '--out', str(out), *fast)
     assert r1.returncode == 0, r1.stderr[-3000:]
     for f in ['results.md', 'metrics.csv', 'anchors.csv', 'rollouts.md', 'rollouts.csv', 'config.yaml', 'figures/anchor_utilities.png',
-              'train_eval.csv', 'train_metrics.csv', 'figures/learning_curve.png']:
+              'train_eval.csv', 'train_metrics.csv', 'figures/learning_curve.png', 'figures/utility_before_after.png', 'figures/trajectories.png']:
         assert (out / f).exists(), f
+    md = (out / 'results.md').read_text()
+    assert '![trajectories](figures/trajectories.png)' in md and '*Before:*' in md and '*After:*' in md
     m = pd.read_csv(out / 'metrics.csv').iloc[0]
     assert m.movies == 1682 and m.rmse_als < m.rmse_bias < m.rmse_global_mean
     assert m.train_iterations == 3 and all(pd.notna(m[k]) for k in ('U_H_random', 'U_H_reference', 'U_H_agent'))
@@ -87,6 +89,7 @@ def test_eagle_run_end_to_end_writes_results_and_reuses_caches(tmp_path):
     assert len(a) == 8 and a['U(text)'].notna().all()
     ro = pd.read_csv(out / 'rollouts.csv')
     assert len(ro) == 2 and ro['edits'].str.count(r'\|').eq(1).all() and m.rollouts == 2 and 0 <= m.transition_fallback_rate <= 1
+    assert (ro['distance'] >= 0).all() and 'path' not in ro
     r2 = run_cli('run', '--out', str(tmp_path / 'again'), *fast)
     assert r2.returncode == 0
     assert 'latent space: cached' in r2.stderr and 'encoder: cached' in r2.stderr
