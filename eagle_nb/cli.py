@@ -307,7 +307,7 @@ def run(cfg:Config, log=None)->dict:
     k = min(3, len(T.pools[2])); ea, eu = T.pools[2][:k], T.pools[3][:k]
     tr_r, tr_a = trace_episodes(T.env, None, ea, eu, seed=10_000), trace_episodes(T.env, T.learner, ea, eu, seed=10_000)
     short = lambda a: display_title(cat.movies.title[a])[:24]
-    panels = [('held-out anchors, training environment: agent (solid) vs random', [*tr_a.path, *tr_r.path],
+    panels = [('held-out anchors, training environment: agent vs random edits', [*tr_a.path, *tr_r.path],
                [f"{short(r.anchor)}: agent {r['U start']:.2f}->{r['U end']:.2f}" for _, r in tr_a.iterrows()] +
                [f"{short(r.anchor)}: random {r['U start']:.2f}->{r['U end']:.2f}" for _, r in tr_r.iterrows()])]
     if rollouts is not None:
