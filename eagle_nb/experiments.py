@@ -14,7 +14,8 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 from .core import default_device, seed_everything, quiet_hf
 from .llm import smollm2_path, tiny_llm_path, SamplingParams, sample_next
-from .design import candidate_features, round_design
+from .design import round_design
+from .environment import candidate_features
 from .policy import mean_ci
 
 # %% auto #0
@@ -40,7 +41,7 @@ def trace_episodes(
     obs, info0 = env.reset(seed=seed, options={'anchors': list(anchors), 'users': list(users)})
     g = torch.Generator().manual_seed(seed)
     paths = [[s.z.detach().float().cpu()] for s in env.states]; texts0 = [s.text for s in env.states]
-    for t in tqdm(range(env.cfg.horizon), desc='rollout steps', file=sys.stderr, leave=False, disable=not progress):
+    for t in tqdm(range(env.horizon), desc='rollout steps', file=sys.stderr, leave=False, disable=not progress):
         cands = env.candidate_actions()
         if policy is None: p = _uniform(cands)
         else:
@@ -67,25 +68,23 @@ def tree_search(
     seed:int=0,
 )->pd.DataFrame: # one row per anchor: the best leaf (as `trace_episodes`), with 'transitions' (the search's cost)
     "Exhaustive search of the tree of G-optimal action sets to a depth; keeps the best leaf per anchor."
-    H = depth or env.cfg.horizon
-    if not 1 <= H <= env.cfg.horizon: raise ValueError(f"depth must be in 1..{env.cfg.horizon}, got {H}")
+    H = depth or env.horizon
+    if not 1 <= H <= env.horizon: raise ValueError(f"depth must be in 1..{env.horizon}, got {H}")
     env.reset(seed=seed, options={'anchors': list(anchors), 'users': list(users)})
     roots = list(env.states)
-    nodes, owner, paths = list(roots), list(range(len(roots))), [[s.z.float().cpu()] for s in roots]
+    owner, paths = list(range(len(roots))), [[s.z.float().cpu()] for s in roots]
     cost = [0] * len(roots)
     for d in range(H):
-        env.states = nodes
         cands = env.candidate_actions()
         Z = candidate_features(env, mode, n_samples=1, seed=seed + d)
-        children, acts, own, cpaths = [], [], [], []
-        for i, (s, z, c) in enumerate(zip(nodes, Z, cands)):
+        parents, acts = [], []
+        for i, (z, c) in enumerate(zip(Z, cands)):
             S = round_design(z, min(k, len(c))); cost[owner[i]] += len(c) + len(S)
-            for a in S:
-                children.append(dataclasses.replace(s, history=list(s.history), utility=dict(s.utility), actions=list(c)))
-                acts.append(a); own.append(owner[i]); cpaths.append(paths[i])
-        env.states = children
+            parents += [i] * len(S); acts += S
+        env.branch(parents)                                   # one copy of a node per action expanded from it
         env.step(acts)
-        nodes, owner, paths = env.states, own, [p + [s.z.float().cpu()] for p, s in zip(cpaths, env.states)]
+        owner, paths = [owner[i] for i in parents], [paths[i] + [s.z.float().cpu()] for i, s in zip(parents, env.states)]
+    nodes = list(env.states)
     rows = []
     for r, root in enumerate(roots):
         leaves = [j for j, o in enumerate(owner) if o == r]
@@ -94,7 +93,6 @@ def tree_search(
                      'rating start': root.utility['rating'], 'rating end': s.utility['rating'], 'novelty start': root.utility['novelty'],
                      'novelty end': s.utility['novelty'], 'distance': float((z[-1] - z[0]).norm()), 'edits': ' | '.join(s.history),
                      'text start': root.text, 'text end': s.text, 'path': z, 'transitions': cost[r], 'leaves': len(leaves)})
-    env.states = []
     return pd.DataFrame(rows)
 
 # %% ../nbs/12_experiments.ipynb #13348240

@@ -15,7 +15,8 @@ import torch.nn.functional as F
 from .core import default_device, seed_everything, quiet_hf
 from .llm import chat_prompt, smollm2_path, tiny_llm_path
 from .environment import SYSTEM
-from .design import candidate_features, round_design
+from .design import round_design
+from .environment import candidate_features
 
 # %% auto #0
 __all__ = ['PolicyOut', 'masked_log_softmax', 'EmbeddingPolicy', 'policy_prompt', 'LMPolicy', 'collect_states',
@@ -147,13 +148,13 @@ def collect_states(
     "States with their candidates, features and one-step utilities, for pre-training reference policies."
     obs, _ = env.reset(seed=seed, options={'anchors': list(anchors), 'users': list(users)})
     rng = np.random.default_rng(seed); out = []
-    for t in range(min(depth, env.cfg.horizon)):
+    for t in range(min(depth, env.horizon)):
         cands = env.candidate_actions()
         Z = candidate_features(env, mode, n_samples=n_samples, seed=seed + t)
         for i, (o, c, z) in enumerate(zip(obs, cands, Z)):
             U1 = env.utility(env.states[i].z[None] + z, torch.full((len(c),), env.states[i].user))['total']
             out.append({'obs': {k: o[k] for k in ('text', 'profile', 'user', 'anchor', 't')}, 'cands': list(c), 'Z': z, 'U1': U1})
-        if t + 1 < min(depth, env.cfg.horizon): obs, *_ = env.step([int(rng.integers(len(c))) for c in cands])
+        if t + 1 < min(depth, env.horizon): obs, *_ = env.step([int(rng.integers(len(c))) for c in cands])
     return out
 
 def reference_targets(
@@ -223,7 +224,7 @@ def run_policy(
     "Episodes of a policy acting alone for the environment's horizon; one row per episode."
     obs, info0 = env.reset(seed=seed, options={'anchors': list(anchors), 'users': list(users)})
     g = torch.Generator().manual_seed(seed)
-    for t in range(env.cfg.horizon):
+    for t in range(env.horizon):
         cands = env.candidate_actions()
         if policy is None: p = _pad_targets([torch.full((len(c),), 1 / len(c)) for c in cands], max(map(len, cands)))
         else:

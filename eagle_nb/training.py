@@ -12,7 +12,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 from .core import kl_categorical, gae_advantages, guided_masks, atomic_write_bytes, stable_hash, cache_dir, default_device
-from .design import candidate_features
+from .environment import candidate_features
 from .policy import EmbeddingPolicy, LMPolicy, PolicyOut, masked_log_softmax, collect_states, reference_targets, fit_reference, run_policy, mean_ci
 
 # %% auto #0
@@ -109,7 +109,7 @@ def collect(
     beta:float, seed:int,
 )->Batch:
     "Roll out B episodes with the learner, the guide taking over where the algorithm's masks say."
-    H = env.cfg.horizon; B = len(anchors)
+    H = env.horizon; B = len(anchors)
     g = torch.Generator().manual_seed(seed); rng = np.random.default_rng(seed)
     h = torch.zeros(B, dtype=torch.long)
     if algorithm != 'ppo' and H > 1 and guide is not None:
@@ -206,7 +206,7 @@ def pretrain_reference(cfg:TrainConfig, env, st, seed:int, device=None, cache:bo
     f = cache_dir('reference') / f'{key}.pt'
     ref = make_policy(cfg, st.encoder, device)
     if cache and f.exists(): ref.load_state_dict(load_checkpoint(f)); log(f"reference policy ({cfg.reference}) from cache"); return frozen_copy(ref)
-    data = collect_states(env, tr_a, tr_u, depth=env.cfg.horizon, seed=seed)
+    data = collect_states(env, tr_a, tr_u, depth=env.horizon, seed=seed)
     targets = reference_targets(data, k=cfg.design_k)[cfg.reference]
     h = fit_reference(ref, data, targets, epochs=cfg.ref_epochs, lr=2e-3 if cfg.policy == 'embedding' else 1e-4, weight_decay=0.01, seed=seed)
     log(f"reference policy ({cfg.reference}) pre-trained on {len(data)} states: final CE {h['train CE'].iloc[-1]:.3f}")

@@ -3,8 +3,8 @@ import os, signal, sqlite3, subprocess, sys, textwrap, time
 from pathlib import Path
 import pytest
 import torch
-from eagle_nb.llm import GenerationCache, load_llm, HFBackend, SamplingParams
-from eagle_nb.environment import EagleEnv, EnvConfig, parse_edits, validate_rewrite, fallback_rewrite
+from eagle_nb.llm import GenerationCache, load_llm, HFBackend, SamplingParams, ModelError, check_model_folder
+from eagle_nb.environment import EagleEnv, EnvConfig, clean_edit, check_rewrite, fallback_rewrite
 
 WRITER = textwrap.dedent('''
     import sys
@@ -42,26 +42,30 @@ def test_cache_concurrent_reader_sees_consistent_snapshots(tmp_path):
     assert all(c % 200 == 0 for c in counts) and counts == sorted(counts)
 
 
-def test_unparsable_replies_give_no_edits():
-    for reply in ['', '???', 'I am sorry, I cannot do that.', '1. ok\n2. no', '1. ' + 'word ' * 80]:
-        assert parse_edits(reply) == []
+def test_unusable_replies_give_no_edits():
+    for reply in ['', '???', 'I am sorry, I cannot do that.', 'Make the', 'Make it ' + 'word ' * 80 + '.', 'Tell your writers to add a dog.']:
+        assert clean_edit(reply) is None
 
 
-def test_empty_and_oversized_rewrites_are_rejected():
+def test_empty_looping_and_unchanged_rewrites_are_rejected():
     orig = 'A heist film about a crew planning one last job in Los Angeles, told over one long night.'
-    assert validate_rewrite('', orig) is None
-    assert validate_rewrite('   \n ', orig) is None
-    assert validate_rewrite('word ' * 5000, orig) is None
-    assert validate_rewrite(orig, orig) is None
+    assert check_rewrite('', orig) == (None, 'short')
+    assert check_rewrite('   \n ', orig) == (None, 'short')
+    assert check_rewrite('word ' * 5000, orig)[1] == 'loop'
+    assert check_rewrite(orig, orig) == (None, 'unchanged')
+    assert check_rewrite('The crew plans one last job, upbeat, upbeat, upbeat, in Los Angeles over one long night of chaos.', orig)[1] == 'loop'
     assert 'In this version: make it a musical.' in fallback_rewrite(orig, 'Make it a musical.')
 
 
-def test_missing_model_path_is_a_clear_error(tmp_path):
-    with pytest.raises(FileNotFoundError, match='model folder not found'):
+def test_missing_or_broken_model_folder_is_a_one_line_error(tmp_path):
+    with pytest.raises(ModelError, match='model folder not found'):
         load_llm(tmp_path / 'no-model')
     (tmp_path / 'empty').mkdir()
-    with pytest.raises(FileNotFoundError, match='config.json missing'):
+    with pytest.raises(ModelError, match='config.json missing'):
         HFBackend(tmp_path / 'empty')
+    with pytest.raises(ModelError, match='config.json missing') as e:
+        load_llm(tmp_path / 'empty')
+    assert '\n' not in str(e.value)
     with pytest.raises(ValueError, match='unknown backend'):
         load_llm('tiny', backend='tensorrt', cache=False)
 
@@ -92,23 +96,32 @@ def make_env(tmp_path, parts, horizon=2):
     cat, U = parts
     llm = load_llm('tiny', device='cpu', cache=GenerationCache(tmp_path / 'c.sqlite'))
     texts = ['A quiet drama about two sisters who run a bakery in Lyon and fall out over an inheritance.'] * 3
-    cfg = EnvConfig(horizon=horizon, n_generic=2, n_personal=2, propose_max_tokens=16, rewrite_max_tokens=24, max_retries=1)
-    return EagleEnv(llm, TinyEncoder(), U, cat, texts, {0: 'likes drama', 1: 'likes comedy'}, cfg)
+    cfg = EnvConfig(horizon=horizon, n_generic=2, n_personal=2, bank_generic=5, bank_personal=2, bank_users=1, bank_rounds=1,
+                    propose_max_tokens=16, rewrite_max_tokens=24, max_retries=1)
+    return EagleEnv(llm, TinyEncoder(), U, cat, texts, {0: 'likes drama', 1: 'likes comedy'}, cfg, bank_folder=tmp_path / 'banks', log=lambda m: None)
 
 
 def test_env_contract_with_a_real_llm_backend(tmp_path, tiny_env_parts):
+    "The tiny random model writes gibberish: every bank edit is a counted template fill and every rewrite is rejected, so states do not move."
     env = make_env(tmp_path, tiny_env_parts)
     obs, infos = env.reset(seed=3, options={'anchors': [0, 1], 'users': [0, 1]})
     assert len(obs) == 2 and set(obs[0]) >= {'text', 'z', 'user', 't', 'profile'} and obs[0]['z'].shape == (4,)
     cands = env.candidate_actions()
     assert [len(c) for c in cands] == [4, 4] and all(isinstance(e, str) and e for c in cands for e in c)
-    obs, r, term, trunc, info = env.step([0, 1])
+    b = env.banks.stats
+    assert b['bank_requests'] > 0 and b['bank_edits'] == b['bank_llm'] + b['bank_template_fills'] and b['bank_template_fills'] > 0
+    before = [o['text'] for o in obs]
+    obs, r, term, trunc, info1 = env.step([0, 1])
     assert r.tolist() == [0.0, 0.0] and not term.any() and not trunc.any() and obs[0]['t'] == 1
+    for i, o, t in zip(info1, obs, before):
+        assert i['accepted'] or o['text'] == t                 # a rejected rewrite leaves the text as it was
     obs, r, term, trunc, info = env.step([1, 'Make it a musical.'])
     assert term.all() and torch.isfinite(r).all()
     assert torch.allclose(obs[1]['z'], TinyEncoder().encode([obs[1]['text']])[0])
-    s = env.stats                                   # a random-weights model writes gibberish: fallbacks, counted
-    assert s['proposals'] == 12 and s['transitions'] == 4         # proposals are lazy: a string action needs none and s['transition_fallbacks'] + s['proposal_fallbacks'] > 0
+    s = env.stats
+    assert s['transitions'] == 4 and s['transition_fallbacks'] + s['accepted'] == 4
+    assert s['transition_fallbacks'] == sum(not i['accepted'] for i in info1 + info)
+    assert s['transition_fallbacks'] > 0 and len(env.rejected) >= s['transition_fallbacks']   # gibberish is refused and recorded
     with pytest.raises(RuntimeError, match='episode is over'):
         env.step([0, 0])
 
