@@ -11,7 +11,7 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
-from .core import atomic_write_bytes, stable_hash, cache_dir
+from .utils import atomic_write_bytes, stable_hash, cache_dir
 
 # %% auto #0
 __all__ = ['META_COLS', 'DATASETS', 'package_dir', 'Catalog', 'build_catalog', 'load_ml100k', 'load_ml_latest_small',

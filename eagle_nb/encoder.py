@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch import nn
 from tqdm import tqdm
-from .core import default_device, seed_everything, atomic_write_bytes, stable_hash, cache_dir, quiet_hf
+from .utils import default_device, seed_everything, atomic_write_bytes, stable_hash, cache_dir, quiet_hf
 from .data import package_dir
 from .latent import LatentSpace
 

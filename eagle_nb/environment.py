@@ -9,16 +9,16 @@ from dataclasses import dataclass, field, replace, asdict
 from pathlib import Path
 import numpy as np
 import torch
-from .core import stable_hash, cache_dir, atomic_write_bytes
+from .utils import stable_hash, cache_dir, atomic_write_bytes
 from .data import Catalog, describe_movie, display_title, _first
 from .llm import LLM, SamplingParams
 
 # %% auto #0
-__all__ = ['CATEGORIES', 'OPENERS', 'SYSTEM', 'REWRITE_SYSTEM', 'LEGACY_PARAMS', 'summary_of', 'with_summary', 'proposal_prompt',
-           'transition_prompt', 'english_share', 'clean_edit', 'near_copy', 'template_edits', 'EnvConfig', 'ActionBank',
-           'repeated_trigram_rate', 'check_rewrite', 'fallback_rewrite', 'llm_description_writer', 'State',
-           'transition_seed', 'EagleEnv', 'candidate_features', 'profile_terms', 'mention_rate', 'transition_report',
-           'legacy_transition_prompt', 'bench_environment']
+__all__ = ['CATEGORIES', 'OPENERS', 'SYSTEM', 'REWRITE_SYSTEM', 'PAPER_ENV', 'LEGACY_PARAMS', 'summary_of', 'with_summary',
+           'proposal_prompt', 'transition_prompt', 'english_share', 'clean_edit', 'near_copy', 'template_edits',
+           'EnvConfig', 'ActionBank', 'repeated_trigram_rate', 'check_rewrite', 'fallback_rewrite',
+           'llm_description_writer', 'State', 'transition_seed', 'EagleEnv', 'candidate_features', 'profile_terms',
+           'mention_rate', 'transition_report', 'legacy_transition_prompt', 'bench_environment']
 
 # %% ../nbs/06_environment.ipynb #a424ace4
 CATEGORIES = {
@@ -134,11 +134,11 @@ def template_edits(
 class EnvConfig:
     "Settings of the LLM environment."
     horizon:int = 3 # H (the paper evaluates at 5)
-    n_generic:int = 5 # generic candidate edits per state, drawn from the bank
-    n_personal:int = 5 # personalised candidate edits per state (the episode's viewer's first)
-    bank_generic:int = 50 # generic edits written per movie (the paper: 50)
-    bank_personal:int = 50 # personalised edits per movie (the paper: 50), split over `bank_users` viewers
-    bank_users:int = 10 # viewers per movie the personalised edits are written for (the episode's viewer among them)
+    n_generic:int = 3 # generic candidate edits per state, drawn from the bank
+    n_personal:int = 3 # personalised candidate edits per state (the episode's viewer's first)
+    bank_generic:int = 5 # generic edits written per movie (the paper: 50)
+    bank_personal:int = 5 # personalised edits per movie (the paper: 50), split over `bank_users` viewers
+    bank_users:int = 1 # viewers per movie the personalised edits are written for, the episode's viewer first (the paper: 10)
     oversample:float = 1.5 # proposal requests per missing edit in a round (about one reply in four is unusable)
     bank_rounds:int = 3 # rounds of requests per bank cell before the shortfall is filled from templates (counted)
     reward:str = 'terminal' # 'terminal' (the paper) or 'delta' (per-step utility differences)
@@ -146,7 +146,7 @@ class EnvConfig:
     propose_max_tokens:int = 40; rewrite_max_tokens:int = 110
     temperature:float = 0.7; top_p:float = 0.9
     repetition_penalty:float = 1.2; no_repeat_ngram:int = 3 # loop guards (05_llm)
-    env_seeds:int = 0 # 0: each reset seed is its own transition noise; k > 0: transitions use seed mod k (shared, cached)
+    env_seeds:int = 1 # k > 0: transitions use the reset seed mod k (k outcomes per state and edit, all cached); 0: each reset seed its own
     proposals:str = 'llm' # 'llm' (the paper) or 'templates' (test fixture: catalogue-filled templates, no generation)
     transitions:str = 'llm' # 'llm' (the paper) or 'append' (test fixture: the edit appended to the text, no generation)
     def __post_init__(self):
@@ -164,6 +164,8 @@ class EnvConfig:
     @property
     def rewrite_params(self)->SamplingParams:
         return SamplingParams(self.rewrite_max_tokens, self.temperature, self.top_p, self.repetition_penalty, self.no_repeat_ngram, stop=('\n\n',))
+
+PAPER_ENV = dict(horizon=5, bank_generic=50, bank_personal=50, bank_users=10, n_generic=5, n_personal=5, env_seeds=0) # the paper's sizes
 
 # %% ../nbs/06_environment.ipynb #8c95a2e0
 def _cell_key(llm_id:str, description:str, cell:str, cfg:EnvConfig, seed:int)->str:
@@ -438,7 +440,7 @@ class EagleEnv:
         new_texts, ok, why = self.apply([s.text for s in self.states], edits, [s.seed for s in self.states])
         moved = [i for i, a in enumerate(ok) if a]
         z = torch.stack([s.z for s in self.states]).clone()
-        if moved: z[moved] = self.encoder.encode([new_texts[i] for i in moved]).to(z.dtype)    # a rejected text is never encoded
+        if moved: z[moved] = self.next_latent(moved, [new_texts[i] for i in moved], [edits[i] for i in moved]).to(z.dtype)   # a rejected text is never encoded
         parts = self._score(z, [s.user for s in self.states])
         rewards, terminated, infos = [], [], []
         for s, t, zi, e, p, a, w in zip(self.states, new_texts, z, edits, parts, ok, why):
@@ -453,18 +455,24 @@ class EagleEnv:
                 torch.zeros(len(self.states), dtype=torch.bool), infos)
 
     def simulate(self, edits:list[list[str]], # candidate edits per current state
-                 n_samples:int=1, # sampled rewrites per (state, edit), with noise indices 0..n_samples-1 offset by `seed`
-                 seed:int=0)->list[torch.Tensor]: # per state, (K_i, n_samples, n) latent vectors of the outcomes
+                 n_samples:int=1, # sampled rewrites per (state, edit): transition-noise indices seed, seed + 1, ...
+                 seed:int|None=None)->list[torch.Tensor]: # per state, (K_i, n_samples, n) latent vectors of the outcomes
         "Where each candidate edit would take each current state (a rejected rewrite stays put); the states do not move."
         pairs = [(i, e, k) for i, es in enumerate(edits) for e in es for k in range(n_samples)]
-        texts, ok, _ = self.apply([self.states[i].text for i, _, _ in pairs], [e for _, e, _ in pairs], [seed + k for _, _, k in pairs])
+        base = lambda i: self.states[i].seed if seed is None else seed               # default: the state's own noise (what `step` uses)
+        texts, ok, _ = self.apply([self.states[i].text for i, _, _ in pairs], [e for _, e, _ in pairs], [base(i) + k for i, _, k in pairs])
         Z = torch.stack([self.states[i].z for i, _, _ in pairs]).clone()
         moved = [j for j, a in enumerate(ok) if a]
-        if moved: Z[moved] = self.encoder.encode([texts[j] for j in moved]).to(Z.dtype)
+        if moved: Z[moved] = self.next_latent([pairs[j][0] for j in moved], [texts[j] for j in moved], [pairs[j][1] for j in moved]).to(Z.dtype)
         out, s = [], 0
         for es in edits:
             out.append(Z[s:s + len(es) * n_samples].reshape(len(es), n_samples, -1)); s += len(es) * n_samples
         return out
+
+    def next_latent(self, idx:list[int], # the states (indices) that moved
+                    texts:list[str], edits:list[str])->torch.Tensor: # their new texts and the edits applied
+        "Latent vectors of the new texts: E_D. (A surrogate environment predicts them instead.)"
+        return self.encoder.encode(texts)
 
     def branch(self, idx:list[int]):
         "Continue from copies of the current states `idx` (in that order): the batch becomes len(idx) episodes."
@@ -478,7 +486,7 @@ def candidate_features(
     mode:str='transition', # 'transition' (mean over sampled rewrites) or 'proxy' (encode state + edit, no generation)
     n_samples:int=2, # sampled transitions per candidate ('transition' mode)
     centred:bool=True, # subtract the state's own embedding
-    seed:int=0, # transition-noise indices seed, seed + 1, ...
+    seed:int|None=None, # transition-noise indices seed, seed + 1, ...; None: each state's own (those `step` uses, hence cached)
 )->list[torch.Tensor]: # one (K_i, n) tensor per state
     "Feature vectors of every state's candidate actions."
     if mode not in ('transition', 'proxy'): raise ValueError("mode must be 'transition' or 'proxy'")

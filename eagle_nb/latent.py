@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import torch
 from safetensors.torch import save as st_save, load as st_load
-from .core import default_device, seed_everything, atomic_write_bytes
+from .utils import default_device, seed_everything, atomic_write_bytes
 from .data import Catalog, load_catalog
 
 # %% auto #0

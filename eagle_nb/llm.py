@@ -10,7 +10,7 @@ from dataclasses import dataclass, asdict
 from pathlib import Path
 import torch
 import torch.nn.functional as F
-from .core import default_device, cache_dir, stable_hash, quiet_hf
+from .utils import default_device, cache_dir, stable_hash, quiet_hf
 from .data import package_dir
 
 # %% auto #0

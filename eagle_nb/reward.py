@@ -6,7 +6,7 @@
 from __future__ import annotations
 from typing import Callable, Protocol
 import torch
-from .core import default_device
+from .utils import default_device
 from .latent import LatentSpace
 
 # %% auto #0

@@ -1,20 +1,27 @@
-"""The `eagle` command line: bad configs end with a one-line error and exit 2; a real run writes the results folder."""
-import os, subprocess, sys
+"""The `eagle` command line: bad input ends with a one-line error and exit 2 before any work; a real run writes the results folder."""
+import json, os, subprocess, sys
 from pathlib import Path
 import pandas as pd
 import pytest
-from eagle_nb.cli import main, load_config
-from eagle_nb.core import ConfigError
+from eagle_nb.cli import main, load_config, bench_table
+from eagle_nb.utils import ConfigError
 
-# a training stage small enough for a test: 3 iterations of 4 episodes, tiny anchor pools
-TINY_TRAIN = [x for kv in ['train.iterations=3', 'train.episodes=4', 'train.minibatch=4', 'train.n_train_anchors=8', 'train.n_eval_anchors=4',
-                            'train.ref_epochs=2', 'train.eval_every=2', 'train.eval_seeds=1', 'train.checkpoint_every=1'] for x in ('--set', kv)]
+# a run small enough for a test: the tiny random LLM (a test fixture), H = 2, 2 seeds of 3 iterations (2 in the surrogate), tiny anchor pools
+TINY = [x for kv in ['run.device=cpu', 'run.n_anchors=6', 'llm.model=tiny', 'env.horizon=2', 'train.iterations=3', 'train.dyna_iterations=2',
+                     'train.episodes=4', 'train.minibatch=4', 'train.n_train_anchors=4', 'train.n_eval_anchors=3', 'train.ref_epochs=2',
+                     'train.checkpoint_every=1', 'run.seeds=2'] for x in ('--set', kv)]
 
 EAGLE = [sys.executable, '-c', 'import sys; from eagle_nb.cli import main; sys.exit(main())']
 
 
 def run_cli(*args, env=None):
-    return subprocess.run(EAGLE + list(args), capture_output=True, text=True, env={**os.environ, 'HF_HUB_OFFLINE': '1', **(env or {})}, timeout=900)
+    return subprocess.run(EAGLE + list(args), capture_output=True, text=True, env={**os.environ, 'HF_HUB_OFFLINE': '1', **(env or {})}, timeout=1200)
+
+
+def one_line_error(r, message):
+    "Exit code 2, one line on stderr that starts with 'eagle: error:' and holds the message, no traceback."
+    assert r.returncode == 2, (r.returncode, r.stderr[-2000:])
+    assert r.stderr.startswith('eagle: error:') and r.stderr.count('\n') == 1 and message in r.stderr and 'Traceback' not in r.stderr, r.stderr[-2000:]
 
 
 @pytest.mark.parametrize('text, message', [
@@ -26,13 +33,13 @@ def run_cli(*args, env=None):
     ('bogus:\n  x: 1\n', "config: unknown key(s) ['bogus']"),
     ('encoder:\n  test_frac: 1.5\n', 'test_frac must be in (0, 1)'),
     ('env:\n  reward: sparse\n', "reward must be 'terminal' or 'delta'"),
-    ('llm:\n  batch_size: 0\n', 'batch_size >= 1'),
+    ('llm:\n  batch_size: 0\n', 'batch_size must be >= 1'),
 ])
 def test_bad_config_file(tmp_path, capsys, text, message):
     f = tmp_path / 'c.yaml'; f.write_text(text)
     assert main(['run', str(f), '--out', str(tmp_path / 'out')]) == 2
     err = capsys.readouterr().err
-    assert err.startswith('eagle: error:') and message in err and 'Traceback' not in err
+    assert err.startswith('eagle: error:') and message in err and 'Traceback' not in err and err.count('\n') == 1
     assert not (tmp_path / 'out').exists()                      # nothing ran
 
 
@@ -49,50 +56,88 @@ def test_bad_override(capsys):
 def test_config_command_prints_resolved_yaml(capsys):
     assert main(['config', '--set', 'reward.lam=2', '--set', 'run.device=cpu']) == 0
     out = capsys.readouterr().out
-    assert 'lam: 2.0' in out and 'device: cpu' in out
+    assert 'lam: 2.0' in out and 'device: cpu' in out and 'transitions: llm' in out
 
 
-def test_missing_dataset_folder_is_a_clear_error(tmp_path):
-    r = run_cli('run', '--set', f'data.dataset={tmp_path}/no-such-movielens', '--out', str(tmp_path / 'o'))
-    assert r.returncode == 2, r.stderr[-2000:]
-    assert 'MovieLens folder not found' in r.stderr and 'Traceback' not in r.stderr
+# errors up front: each is one line, exit 2, before the first stage (no cache or results folder is touched)
+def test_missing_dataset_folder(tmp_path):
+    one_line_error(run_cli('run', '--set', f'data.dataset={tmp_path}/no-such-movielens', '--out', str(tmp_path / 'o')), 'neither a shipped dataset')
+    (tmp_path / 'ml').mkdir(); (tmp_path / 'ml' / 'movies.csv').write_text('movieId,title,genres\n')
+    one_line_error(run_cli('run', '--set', f'data.dataset={tmp_path}/ml', '--out', str(tmp_path / 'o')), 'has no ratings.csv')
+    assert not (tmp_path / 'o').exists()
 
 
-def test_partial_section_keeps_the_main_configs_defaults():
-    cfg = load_config(overrides=['env.horizon=2'])              # the env section given in part
-    assert cfg.env.horizon == 2 and (cfg.env.proposals, cfg.env.transitions) == ('templates', 'append')
+def test_empty_or_truncated_model_folder_is_reported_before_any_work(tmp_path):
+    (tmp_path / 'empty').mkdir()
+    r = run_cli('run', '--set', f'llm.model={tmp_path / "empty"}', '--out', str(tmp_path / 'o'), env={'EAGLE_CACHE': str(tmp_path / 'cache')})
+    one_line_error(r, 'config.json missing')
+    assert not (tmp_path / 'cache' / 'latent').exists()          # no stage ran
+    m = tmp_path / 'half'; m.mkdir(); (m / 'config.json').write_text('{"model_type": "llama"}'); (m / 'tokenizer.json').write_text('{}')
+    (m / 'model.safetensors').write_bytes((8).to_bytes(8, 'little') + b'{"a": 1}')
+    one_line_error(run_cli('run', '--set', f'llm.model={m}', '--out', str(tmp_path / 'o')), 'model.safetensors')
+
+
+def test_bad_device(tmp_path):
+    one_line_error(run_cli('run', '--set', 'run.device=tpu:3', '--out', str(tmp_path / 'o')), 'is not a device')
+    one_line_error(run_cli('run', '--set', 'run.device=cuda:7', '--out', str(tmp_path / 'o')), 'cuda')
+
+
+def test_missing_backbone_folder(tmp_path):
+    one_line_error(run_cli('run', '--set', f'encoder.backbone={tmp_path}/none', '--out', str(tmp_path / 'o')), 'not a sentence-transformers folder')
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason='root can write anywhere')
+def test_unwritable_output_and_cache_folders(tmp_path):
+    ro = tmp_path / 'ro'; ro.mkdir(); ro.chmod(0o500)
+    one_line_error(run_cli('run', '--out', str(ro / 'results')), 'run.out')
+    one_line_error(run_cli('run', '--out', str(tmp_path / 'o'), env={'EAGLE_CACHE': str(ro / 'cache')}), 'not writable')
+
+
+def test_output_path_that_is_a_file(tmp_path):
+    f = tmp_path / 'a-file'; f.write_text('x')
+    one_line_error(run_cli('run', '--out', str(f / 'results')), 'run.out')
 
 
 def test_yaml_config_values_reach_the_run():
-    cfg = load_config(overrides=['latent.k=8', 'reward.lam=0'])
-    assert cfg.latent.k == 8 and cfg.reward.lam == 0.0
+    cfg = load_config(overrides=['latent.k=8', 'reward.lam=0', 'env.horizon=5'])
+    assert cfg.latent.k == 8 and cfg.reward.lam == 0.0 and cfg.env.horizon == 5 and cfg.env.transitions == 'llm'
     with pytest.raises(ConfigError):
         load_config(overrides=['reward.lam=-1'])
 
 
+def test_bench_table_is_readable():
+    t = bench_table({'engine': 'fast', 'ratio': 2.345678, 'workload': {'prompts': 32}})
+    assert 'ratio' in t and '2.346' in t and 'workload.prompts  32' in t
+
+
 def test_eagle_run_end_to_end_writes_results_and_reuses_caches(tmp_path):
-    """The main job on the defaults (small anchor count): results folder complete; a second run hits every cache."""
+    """The main job with the tiny test model: a complete results folder with the issue's columns; a second run hits every cache."""
     out = tmp_path / 'results'
-    fast = ['--set', 'run.device=cpu', '--set', 'run.n_anchors=8', '--set', 'llm.model=tiny', '--set', 'run.n_rollouts=2', '--set', 'env.horizon=2'] + TINY_TRAIN
-    r1 = run_cli('run', '--out', str(out), *fast)
+    r1 = run_cli('run', '--out', str(out), *TINY)
     assert r1.returncode == 0, r1.stderr[-3000:]
-    for f in ['results.md', 'metrics.csv', 'anchors.csv', 'rollouts.md', 'rollouts.csv', 'config.yaml', 'figures/anchor_utilities.png',
-              'train_eval.csv', 'train_metrics.csv', 'figures/learning_curve.png', 'figures/utility_before_after.png', 'figures/trajectories.png']:
+    for f in ['results.md', 'metrics.csv', 'eval.csv', 'anchors.csv', 'rollouts.md', 'config.yaml', 'train_metrics.csv',
+              'figures/training.png', 'figures/utility_before_after.png', 'figures/proxy_vs_judge.png', 'figures/trajectories.png']:
         assert (out / f).exists(), f
-    md = (out / 'results.md').read_text()
-    assert '![trajectories](figures/trajectories.png)' in md and '*Before:*' in md and '*After:*' in md
     m = pd.read_csv(out / 'metrics.csv').iloc[0]
+    assert m.train_environment.startswith('proposals=llm, transitions=llm')
+    for k in ['paired_gain_agent_vs_reference', 'paired_gain_agent_vs_reference_ci_low', 'paired_gain_agent_vs_reference_ci_high',
+              'paired_gain_agent_vs_random', 'paired_gain_agent_vs_random_ci_low', 'paired_gain_agent_vs_random_ci_high',
+              'surrogate_cosine', 'surrogate_r2', 'judge_paired_gain_agent_vs_reference', 'llm_action_rate', 'rewrite_accept_rate']:
+        assert k in m and pd.notna(m[k]), k
+    assert m.paired_gain_agent_vs_reference_ci_low <= m.paired_gain_agent_vs_reference <= m.paired_gain_agent_vs_reference_ci_high
+    assert 0 <= m.llm_action_rate <= 1 and 0 <= m.rewrite_accept_rate <= 1 and m.train_seeds == 2
     assert m.movies == 1682 and m.rmse_als < m.rmse_bias < m.rmse_global_mean
-    assert m.train_iterations == 3 and all(pd.notna(m[k]) for k in ('U_H_random', 'U_H_reference', 'U_H_agent'))
-    assert 'EAGLE agent' in (out / 'results.md').read_text()
-    a = pd.read_csv(out / 'anchors.csv')
-    assert len(a) == 8 and a['U(text)'].notna().all()
-    ro = pd.read_csv(out / 'rollouts.csv')
-    assert len(ro) == 2 and ro['edits'].str.count(r'\|').eq(1).all() and m.rollouts == 2 and 0 <= m.transition_fallback_rate <= 1
-    assert (ro['distance'] >= 0).all() and 'path' not in ro
-    r2 = run_cli('run', '--out', str(tmp_path / 'again'), *fast)
-    assert r2.returncode == 0
-    assert 'latent space: cached' in r2.stderr and 'encoder: cached' in r2.stderr
-    assert 'reference policy (G-optimal) from cache' in r2.stderr and 'resumed from' in r2.stderr   # the finished training run is reused
-    pd.testing.assert_frame_equal(a, pd.read_csv(tmp_path / 'again' / 'anchors.csv'))   # deterministic
-    pd.testing.assert_frame_equal(ro, pd.read_csv(tmp_path / 'again' / 'rollouts.csv'))
+    ev = pd.read_csv(out / 'eval.csv')
+    assert set(ev.method) == {'random edits', 'pi_ref (G-optimal)', 'EAGLE agent'}
+    assert len(ev[ev.method == 'EAGLE agent']) == 2 * len(ev[ev.method == 'random edits'])          # 2 seeds on the same episodes
+    assert ev.groupby(['anchor', 'user'])['U start'].nunique().eq(1).all()                          # every method starts from the same state
+    tm = pd.read_csv(out / 'train_metrics.csv')
+    assert list(tm.groupby('seed').environment.apply(list)) == [['surrogate', 'surrogate', 'real']] * 2
+    md = (out / 'results.md').read_text()
+    assert 'tie' in md or 'higher' in md or 'lower' in md
+    assert '## What the environment did' in md and '![training](figures/training.png)' in md
+    r2 = run_cli('run', '--out', str(tmp_path / 'again'), *TINY)
+    assert r2.returncode == 0, r2.stderr[-3000:]
+    for s in ['latent space: cached', 'encoder: cached', 'judge: cached', 'reference policy (G-optimal): cached', 'resumed from']:
+        assert s in r2.stderr, s
+    pd.testing.assert_frame_equal(ev, pd.read_csv(tmp_path / 'again' / 'eval.csv'))             # deterministic, from the caches

@@ -12,7 +12,7 @@ from eagle_nb.environment import EagleEnv, EnvConfig
 from eagle_nb.policy import PolicyOut, masked_log_softmax
 from eagle_nb.training import (TrainConfig, Batch, batch_losses, collect, frozen_copy, phase_algorithm, save_checkpoint,
                                load_checkpoint)
-from test_cli import run_cli, TINY_TRAIN
+from test_cli import run_cli, TINY
 
 
 class Logits(torch.nn.Module):
@@ -95,6 +95,17 @@ def test_nan_reward_is_caught():
         collect(env, Logits(3), None, [0, 1], [0, 1], 'ppo', 0.0, seed=0)
 
 
+def test_a_checkpoint_of_another_configuration_is_refused(tmp_path):
+    cfg = ['--set', 'run.seed=3'] + TINY
+    assert run_cli('train', '--out', str(tmp_path / 'a'), '--iterations', '1', *cfg).returncode == 0
+    from eagle_nb.training import Trainer, TrainConfig, AnchorPools
+    ck = next((Path(os.environ.get('EAGLE_CACHE', Path.home() / '.cache' / 'eagle_nb')) / 'runs').glob('*/checkpoint.pt'))
+    pol = Logits(3); T = Trainer(TrainConfig(iterations=9, dyna_iterations=0), None, AnchorPools([], [], [], []), pol, frozen_copy(pol), ck.parent,
+                                  device='cpu', progress=False)
+    with pytest.raises(ValueError, match='different configuration'):
+        T.resume()
+
+
 def test_bad_train_config_is_a_clear_error(tmp_path):
     r = run_cli('train', '--out', str(tmp_path), '--set', 'train.algorithm=dagger')
     assert r.returncode == 2 and 'algorithm must be one of' in r.stderr and 'Traceback' not in r.stderr
@@ -133,16 +144,16 @@ def test_unreadable_checkpoint_is_a_clear_error(tmp_path):
 
 
 def test_resumed_training_equals_uninterrupted(tmp_path):
-    """`eagle train --iterations 2` then `eagle train` (resume) gives the same metrics as one uninterrupted run."""
-    cfg = ['--set', 'run.device=cpu', '--set', 'run.seed=7'] + TINY_TRAIN
+    """`eagle train --iterations 2` then `eagle train` (resume) gives the same metrics as one uninterrupted run, for every seed."""
+    cfg = ['--set', 'run.seed=7'] + TINY
     r = run_cli('train', '--out', str(tmp_path / 'a'), '--fresh', *cfg)
     assert r.returncode == 0, r.stderr[-3000:]
     full = pd.read_csv(tmp_path / 'a' / 'train_metrics.csv')
     r1 = run_cli('train', '--out', str(tmp_path / 'b'), '--fresh', '--iterations', '2', *cfg)
-    assert r1.returncode == 0 and 'trained 2/3 iterations' in r1.stdout, r1.stderr[-3000:]
+    assert r1.returncode == 0 and 'trained 2 seeds to [2, 2] of 3 iterations' in r1.stdout, (r1.stdout, r1.stderr[-3000:])
     r2 = run_cli('train', '--out', str(tmp_path / 'b'), *cfg)
-    assert r2.returncode == 0 and 'resumed from' in r2.stderr and 'at iteration 2' in r2.stderr, r2.stderr[-3000:]
+    assert r2.returncode == 0 and r2.stderr.count('resumed from') == 2 and 'at iteration 2' in r2.stderr, r2.stderr[-3000:]
     resumed = pd.read_csv(tmp_path / 'b' / 'train_metrics.csv')
-    cols = ['iteration', 'train_U_end', 'kl', 'loss_pg', 'loss_v', 'entropy']
+    cols = ['seed', 'iteration', 'environment', 'train_U_end', 'kl', 'loss_pg', 'loss_v', 'entropy']
+    assert len(full) == 6
     pd.testing.assert_frame_equal(full[cols], resumed[cols])
-    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / 'a' / 'train_eval.csv'), pd.read_csv(tmp_path / 'b' / 'train_eval.csv'))
