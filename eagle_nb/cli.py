@@ -19,7 +19,15 @@ from .environment import bench_environment
 from .training import TrainConfig, Trainer, anchor_pools
 from .stack import StackConfig, Stack, build_stack, make_env, evaluate_anchors, preflight
 from .surrogate import fit_judge, judge_agreement
-from .experiments import Models, stage_model, stage_train, stage_eval, paired_table, summarize, plot_trajectories
+from eagle_nb.experiments import (
+    Models,
+    stage_model,
+    stage_train,
+    stage_eval,
+    paired_table,
+    summarize,
+    plot_trajectories,
+)
 
 # %% auto #0
 __all__ = ['Config', 'load_config', 'config_to_yaml', 'run_key', 'report', 'run', 'bench', 'bench_table', 'main']
@@ -28,187 +36,425 @@ __all__ = ['Config', 'load_config', 'config_to_yaml', 'run_key', 'report', 'run'
 @dataclass
 class Config(StackConfig):
     "The whole run: the stack's sections (data, latent, encoder, reward, llm, env, run) and the agent's training."
-    train:TrainConfig = field(default_factory=lambda: TrainConfig(iterations=22, dyna_iterations=20))
+
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(iterations=22, dyna_iterations=20))
+
 
 def load_config(
-    path:str|Path|None=None, # a YAML file; None for the embedded defaults
-    overrides:list[str]=(), # 'section.key=value' strings
-)->Config:
+    path: str | Path | None = None,  # a YAML file; None for the embedded defaults
+    overrides: list[str] = (),  # 'section.key=value' strings
+) -> Config:
     "The run configuration: the embedded defaults, then the file, then the overrides."
     return _load_config(Config, path, overrides)
 
-def config_to_yaml(cfg:Config)->str:
+
+def config_to_yaml(cfg: Config) -> str:
     "The resolved configuration as YAML (written next to every result)."
     return yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False)
 
 # %% ../nbs/14_cli.ipynb #824af22f
-def run_key(cfg:Config)->dict:
+def run_key(cfg: Config) -> dict:
     "Every setting an agent's training depends on (its run folder is keyed by it)."
     d = dataclasses.asdict(cfg)
     return {**{k: d[k] for k in ('data', 'latent', 'encoder', 'reward', 'env', 'train')}, 'llm': cfg.llm.model}
 
 # %% ../nbs/14_cli.ipynb #a4231c21
 def _plt():
-    import matplotlib; matplotlib.use('Agg', force=False)
+    import matplotlib
+
+    matplotlib.use('Agg', force=False)
     import matplotlib.pyplot as plt
+
     return plt
 
-def _plot_training(tm:pd.DataFrame, ev:pd.DataFrame, path:Path):
-    plt = _plt(); fig, ax = plt.subplots(figsize=(6, 3.4))
-    for s, g in tm.groupby('seed'):
-        ax.plot(g.iteration, g.train_U_end, color='C0', alpha=.5, lw=1, label='proxy U_H, training episodes' if s == tm.seed.min() else None)
-        j = g.dropna(subset=['train_judge_end']) if 'train_judge_end' in g else g.iloc[:0]
-        if len(j): ax.plot(j.iteration, j.train_judge_end, 'o', color='C3', alpha=.6, ms=4, label='judge U_H, training episodes (real env.)' if s == tm.seed.min() else None)
-    dyna = tm[tm.environment == 'surrogate'].iteration.max() if (tm.environment == 'surrogate').any() else None
-    if dyna: ax.axvspan(0.5, dyna + 0.5, color='0.92', label='surrogate (Dyna) iterations')
-    for name, ls in [('random edits', ':'), (ev.method.unique()[1], '--')]:
-        g = ev[ev.method == name]; ax.axhline(g['U end'].mean(), ls=ls, color='C0', lw=1, label=f'{name}: proxy, held-out'); ax.axhline(g['judge end'].mean(), ls=ls, color='C3', lw=1)
-    g = ev[ev.method == 'EAGLE agent']; ax.axhline(g['U end'].mean(), color='C0', lw=2, label='agent: proxy, held-out'); ax.axhline(g['judge end'].mean(), color='C3', lw=2, label='agent: judge, held-out')
-    ax.set_xlabel('iteration'); ax.set_ylabel('terminal utility'); ax.legend(fontsize=6, ncol=2); ax.set_title('EAGLE training: proxy (E_D) and judge utility', fontsize=9)
-    fig.tight_layout(); fig.savefig(path, dpi=110); plt.close(fig)
 
-def _plot_before_after(ev:pd.DataFrame, path:Path):
+def _plot_training(tm: pd.DataFrame, ev: pd.DataFrame, path: Path):
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6, 3.4))
+    for s, g in tm.groupby('seed'):
+        ax.plot(
+            g.iteration,
+            g.train_U_end,
+            color='C0',
+            alpha=0.5,
+            lw=1,
+            label='proxy U_H, training episodes' if s == tm.seed.min() else None,
+        )
+        j = g.dropna(subset=['train_judge_end']) if 'train_judge_end' in g else g.iloc[:0]
+        if len(j):
+            ax.plot(
+                j.iteration,
+                j.train_judge_end,
+                'o',
+                color='C3',
+                alpha=0.6,
+                ms=4,
+                label='judge U_H, training episodes (real env.)' if s == tm.seed.min() else None,
+            )
+    dyna = tm[tm.environment == 'surrogate'].iteration.max() if (tm.environment == 'surrogate').any() else None
+    if dyna:
+        ax.axvspan(0.5, dyna + 0.5, color='0.92', label='surrogate (Dyna) iterations')
+    for name, ls in [('random edits', ':'), (ev.method.unique()[1], '--')]:
+        g = ev[ev.method == name]
+        ax.axhline(g['U end'].mean(), ls=ls, color='C0', lw=1, label=f'{name}: proxy, held-out')
+        ax.axhline(g['judge end'].mean(), ls=ls, color='C3', lw=1)
+    g = ev[ev.method == 'EAGLE agent']
+    ax.axhline(g['U end'].mean(), color='C0', lw=2, label='agent: proxy, held-out')
+    ax.axhline(g['judge end'].mean(), color='C3', lw=2, label='agent: judge, held-out')
+    ax.set_xlabel('iteration')
+    ax.set_ylabel('terminal utility')
+    ax.legend(fontsize=6, ncol=2)
+    ax.set_title('EAGLE training: proxy (E_D) and judge utility', fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _plot_before_after(ev: pd.DataFrame, path: Path):
     plt = _plt()
     g = ev.groupby(['anchor', 'method'], sort=False)[['U start', 'U end']].mean().reset_index()
-    start = g.groupby('anchor')['U start'].first().sort_values(); x = {a: i for i, a in enumerate(start.index)}
+    start = g.groupby('anchor')['U start'].first().sort_values()
+    x = {a: i for i, a in enumerate(start.index)}
     fig, ax = plt.subplots(figsize=(7, 3.4))
     ax.plot(range(len(start)), start.values, 'ks', ms=4, label='start U_0')
     for (name, d), mk in zip(g.groupby('method', sort=False), ['x', '^', 'o']):
         ax.plot([x[a] for a in d.anchor], d['U end'], mk, ms=5, alpha=0.8, label=f'{name}: U_H')
-    ax.set_xlabel('held-out anchor (sorted by U_0)'); ax.set_ylabel('proxy utility'); ax.legend(fontsize=7)
+    ax.set_xlabel('held-out anchor (sorted by U_0)')
+    ax.set_ylabel('proxy utility')
+    ax.legend(fontsize=7)
     ax.set_title('utility before and after, per held-out anchor (agent: mean over seeds)', fontsize=9)
-    fig.tight_layout(); fig.savefig(path, dpi=110); plt.close(fig)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
-def _plot_proxy_judge(ev:pd.DataFrame, path:Path):
-    plt = _plt(); fig, ax = plt.subplots(figsize=(4.8, 4))
+
+def _plot_proxy_judge(ev: pd.DataFrame, path: Path):
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(4.8, 4))
     for (name, g), c in zip(ev.groupby('method', sort=False), ['C7', 'C2', 'C1']):
-        ax.scatter(g['U end'] - g['U start'], g['judge end'] - g['judge start'], s=12, alpha=.6, color=c, label=name)
-    ax.axhline(0, color='k', lw=.5); ax.axvline(0, color='k', lw=.5)
-    ax.set_xlabel('proxy gain U_H - U_0 (E_D)'); ax.set_ylabel('judge gain (TF-IDF encoder)'); ax.legend(fontsize=7)
-    ax.set_title('does the judge agree with the proxy? (one point per episode)', fontsize=9); fig.tight_layout(); fig.savefig(path, dpi=110); plt.close(fig)
+        ax.scatter(g['U end'] - g['U start'], g['judge end'] - g['judge start'], s=12, alpha=0.6, color=c, label=name)
+    ax.axhline(0, color='k', lw=0.5)
+    ax.axvline(0, color='k', lw=0.5)
+    ax.set_xlabel('proxy gain U_H - U_0 (E_D)')
+    ax.set_ylabel('judge gain (TF-IDF encoder)')
+    ax.legend(fontsize=7)
+    ax.set_title('does the judge agree with the proxy? (one point per episode)', fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
-def _plot_paths(latent, panels:list[tuple], path:Path):
-    plt = _plt(); fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4.5), squeeze=False)
-    for ax, (title, paths, labels) in zip(axes[0], panels): plot_trajectories(latent, paths, labels, ax=ax, title=title)
-    fig.tight_layout(); fig.savefig(path, dpi=110); plt.close(fig)
 
-def _md(df:pd.DataFrame, index:bool=True)->str:
-    try: return df.to_markdown(index=index)
-    except ImportError: return df.to_string(index=index)
+def _plot_paths(latent, panels: list[tuple], path: Path):
+    plt = _plt()
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4.5), squeeze=False)
+    for ax, (title, paths, labels) in zip(axes[0], panels):
+        plot_trajectories(latent, paths, labels, ax=ax, title=title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
-def report(cfg:Config, st:Stack, env, anchors:pd.DataFrame, models:Models, trainers:list[Trainer], ev:pd.DataFrame, agree:dict,
-           times:dict, out:Path)->dict:
+
+def _md(df: pd.DataFrame, index: bool = True) -> str:
+    try:
+        return df.to_markdown(index=index)
+    except ImportError:
+        return df.to_string(index=index)
+
+
+def report(
+    cfg: Config,
+    st: Stack,
+    env,
+    anchors: pd.DataFrame,
+    models: Models,
+    trainers: list[Trainer],
+    ev: pd.DataFrame,
+    agree: dict,
+    times: dict,
+    out: Path,
+) -> dict:
     "Write the results folder; returns the metrics row."
-    out = Path(out); (out / 'figures').mkdir(parents=True, exist_ok=True)
+    out = Path(out)
+    (out / 'figures').mkdir(parents=True, exist_ok=True)
     ref_name = ev.method.unique()[1]
     tm = pd.concat([pd.DataFrame(T.metrics).assign(seed=s) for s, T in enumerate(trainers)], ignore_index=True)
-    pg = [paired_table(ev, 'EAGLE agent', ref_name), paired_table(ev, 'EAGLE agent', 'random edits'), paired_table(ev, ref_name, 'random edits')]
-    pj = [paired_table(ev, 'EAGLE agent', ref_name, 'judge end'), paired_table(ev, 'EAGLE agent', 'random edits', 'judge end')]
+    pg = [
+        paired_table(ev, 'EAGLE agent', ref_name),
+        paired_table(ev, 'EAGLE agent', 'random edits'),
+        paired_table(ev, ref_name, 'random edits'),
+    ]
+    pj = [
+        paired_table(ev, 'EAGLE agent', ref_name, 'judge end'),
+        paired_table(ev, 'EAGLE agent', 'random edits', 'judge end'),
+    ]
     summary = summarize({m: ev[ev.method == m] for m in ev.method.unique()})
-    s = env.stats; b = env.banks.stats; lm = st.latent.info.get('metrics', {}); em = st.encoder_metrics
-    metrics = {'dataset': st.cat.name, 'users': st.cat.n_users, 'movies': st.cat.n_items, 'ratings': len(st.cat.ratings),
-               'metadata_match': round(st.cat.meta_match_rate, 4), 'latent_dim': st.latent.dim,
-               'rmse_global_mean': lm.get('global_mean'), 'rmse_bias': lm.get('bias'), 'rmse_als': lm.get('als'),
-               **{f'encoder_{k}': round(v, 4) for k, v in em.items() if k != 'fit_seconds'},
-               'anchors': len(anchors), 'mean_U_text': round(float(anchors['U(text)'].mean()), 4), 'mean_U_true': round(float(anchors['U(true z)'].mean()), 4),
-               'device': str(default_device(cfg.run.device)), 'llm': env.llm.model_id, 'llm_engine': env.llm.backend.name,
-               'train_environment': f"proposals={cfg.env.proposals}, transitions={cfg.env.transitions}, H={cfg.env.horizon}, "
-                                    f"{cfg.train.iterations - cfg.train.dyna_iterations} real + {cfg.train.dyna_iterations} surrogate iterations",
-               'train_algorithm': cfg.train.algorithm, 'train_reference': cfg.train.reference, 'train_seeds': len(trainers),
-               'eval_anchors': len(ev.anchor.unique()), 'eval_episodes_per_method': int((ev.method == 'random edits').sum()),
-               **{f'U_H_{k}': round(float(summary.loc[n, 'U_H']), 4) for k, n in [('random', 'random edits'), ('reference', ref_name), ('agent', 'EAGLE agent')]},
-               'paired_gain_agent_vs_reference': pg[0]['paired gain'], 'paired_gain_agent_vs_reference_ci_low': pg[0]['CI low'],
-               'paired_gain_agent_vs_reference_ci_high': pg[0]['CI high'], 'paired_gain_agent_vs_random': pg[1]['paired gain'],
-               'paired_gain_agent_vs_random_ci_low': pg[1]['CI low'], 'paired_gain_agent_vs_random_ci_high': pg[1]['CI high'],
-               'judge_paired_gain_agent_vs_reference': pj[0]['paired gain'], 'judge_paired_gain_agent_vs_reference_ci_low': pj[0]['CI low'],
-               'judge_paired_gain_agent_vs_reference_ci_high': pj[0]['CI high'], 'judge_paired_gain_agent_vs_random': pj[1]['paired gain'],
-               'surrogate_cosine': models.fidelity['cosine'], 'surrogate_r2': models.fidelity['R2'],
-               'surrogate_baseline_cosine': models.fidelity['baseline cosine'], 'surrogate_transitions': models.transitions,
-               'judge_utility_correlation': agree['utility correlation'],
-               'llm_action_rate': b['bank_llm'] / max(1, b['bank_edits']), 'bank_edits': b['bank_edits'],
-               'rewrite_accept_rate': s['accepted'] / max(1, s['transitions']), 'rewrites': s['transitions'],
-               'transition_fallbacks': s['transition_fallbacks'], 'transition_retries': s['transition_retries']}
+    s = env.stats
+    b = env.banks.stats
+    lm = st.latent.info.get('metrics', {})
+    em = st.encoder_metrics
+    metrics = {
+        'dataset': st.cat.name,
+        'users': st.cat.n_users,
+        'movies': st.cat.n_items,
+        'ratings': len(st.cat.ratings),
+        'metadata_match': round(st.cat.meta_match_rate, 4),
+        'latent_dim': st.latent.dim,
+        'rmse_global_mean': lm.get('global_mean'),
+        'rmse_bias': lm.get('bias'),
+        'rmse_als': lm.get('als'),
+        **{f'encoder_{k}': round(v, 4) for k, v in em.items() if k != 'fit_seconds'},
+        'anchors': len(anchors),
+        'mean_U_text': round(float(anchors['U(text)'].mean()), 4),
+        'mean_U_true': round(float(anchors['U(true z)'].mean()), 4),
+        'device': str(default_device(cfg.run.device)),
+        'llm': env.llm.model_id,
+        'llm_engine': env.llm.backend.name,
+        'train_environment': f"proposals={cfg.env.proposals}, transitions={cfg.env.transitions}, H={cfg.env.horizon}, "
+        f"{cfg.train.iterations - cfg.train.dyna_iterations} real + {cfg.train.dyna_iterations} surrogate iterations",
+        'train_algorithm': cfg.train.algorithm,
+        'train_reference': cfg.train.reference,
+        'train_seeds': len(trainers),
+        'eval_anchors': len(ev.anchor.unique()),
+        'eval_episodes_per_method': int((ev.method == 'random edits').sum()),
+        **{
+            f'U_H_{k}': round(float(summary.loc[n, 'U_H']), 4)
+            for k, n in [('random', 'random edits'), ('reference', ref_name), ('agent', 'EAGLE agent')]
+        },
+        'paired_gain_agent_vs_reference': pg[0]['paired gain'],
+        'paired_gain_agent_vs_reference_ci_low': pg[0]['CI low'],
+        'paired_gain_agent_vs_reference_ci_high': pg[0]['CI high'],
+        'paired_gain_agent_vs_random': pg[1]['paired gain'],
+        'paired_gain_agent_vs_random_ci_low': pg[1]['CI low'],
+        'paired_gain_agent_vs_random_ci_high': pg[1]['CI high'],
+        'judge_paired_gain_agent_vs_reference': pj[0]['paired gain'],
+        'judge_paired_gain_agent_vs_reference_ci_low': pj[0]['CI low'],
+        'judge_paired_gain_agent_vs_reference_ci_high': pj[0]['CI high'],
+        'judge_paired_gain_agent_vs_random': pj[1]['paired gain'],
+        'surrogate_cosine': models.fidelity['cosine'],
+        'surrogate_r2': models.fidelity['R2'],
+        'surrogate_baseline_cosine': models.fidelity['baseline cosine'],
+        'surrogate_transitions': models.transitions,
+        'judge_utility_correlation': agree['utility correlation'],
+        'llm_action_rate': b['bank_llm'] / max(1, b['bank_edits']),
+        'bank_edits': b['bank_edits'],
+        'rewrite_accept_rate': s['accepted'] / max(1, s['transitions']),
+        'rewrites': s['transitions'],
+        'transition_fallbacks': s['transition_fallbacks'],
+        'transition_retries': s['transition_retries'],
+    }
     metrics = {k: (round(v, 5) if isinstance(v, float) else v) for k, v in metrics.items()}
     pd.DataFrame([metrics]).to_csv(out / 'metrics.csv', index=False)
-    ev.drop(columns=['path']).round(5).to_csv(out / 'eval.csv', index=False); tm.round(5).to_csv(out / 'train_metrics.csv', index=False)
-    anchors.round(4).to_csv(out / 'anchors.csv', index=False); (out / 'config.yaml').write_text(config_to_yaml(cfg))
-    _plot_training(tm, ev, out / 'figures' / 'training.png'); _plot_before_after(ev, out / 'figures' / 'utility_before_after.png')
+    ev.drop(columns=['path']).round(5).to_csv(out / 'eval.csv', index=False)
+    tm.round(5).to_csv(out / 'train_metrics.csv', index=False)
+    anchors.round(4).to_csv(out / 'anchors.csv', index=False)
+    (out / 'config.yaml').write_text(config_to_yaml(cfg))
+    _plot_training(tm, ev, out / 'figures' / 'training.png')
+    _plot_before_after(ev, out / 'figures' / 'utility_before_after.png')
     _plot_proxy_judge(ev, out / 'figures' / 'proxy_vs_judge.png')
-    ag = ev[(ev.method == 'EAGLE agent') & (ev.train_seed == 0) & (ev.env_seed == 0)].head(3); rn = ev[(ev.method == 'random edits') & (ev.env_seed == 0)].head(3)
+    ag = ev[(ev.method == 'EAGLE agent') & (ev.train_seed == 0) & (ev.env_seed == 0)].head(3)
+    rn = ev[(ev.method == 'random edits') & (ev.env_seed == 0)].head(3)
     short = lambda a: display_title(st.cat.movies.title[a])[:24]
-    _plot_paths(st.latent, [('held-out anchors in the LLM environment: agent (seed 0) and random edits', list(ag.path) + list(rn.path),
-                             [f"{short(r.anchor)}: agent {r['U start']:.2f}->{r['U end']:.2f}" for _, r in ag.iterrows()] +
-                             [f"{short(r.anchor)}: random {r['U start']:.2f}->{r['U end']:.2f}" for _, r in rn.iterrows()])], out / 'figures' / 'trajectories.png')
+    _plot_paths(
+        st.latent,
+        [
+            (
+                'held-out anchors in the LLM environment: agent (seed 0) and random edits',
+                list(ag.path) + list(rn.path),
+                [f"{short(r.anchor)}: agent {r['U start']:.2f}->{r['U end']:.2f}" for _, r in ag.iterrows()]
+                + [f"{short(r.anchor)}: random {r['U start']:.2f}->{r['U end']:.2f}" for _, r in rn.iterrows()],
+            )
+        ],
+        out / 'figures' / 'trajectories.png',
+    )
     ex = ev[(ev.method == 'EAGLE agent') & (ev.train_seed == 0)]
-    (out / 'rollouts.md').write_text('\n\n'.join(
-        f"## {display_title(st.cat.movies.title[r.anchor])} (viewer {r.user})\n\nproxy U {r['U start']:.3f} -> {r['U end']:.3f}; judge {r['judge start']:.3f} -> {r['judge end']:.3f}\n\n"
-        f"**Edits:** {r.edits}\n\n**Before:**\n\n{r['text start']}\n\n**After:**\n\n{r['text end']}" for _, r in ex.iterrows()) + '\n')
+    (out / 'rollouts.md').write_text(
+        '\n\n'.join(
+            f"## {display_title(st.cat.movies.title[r.anchor])} (viewer {r.user})\n\nproxy U {r['U start']:.3f} -> {r['U end']:.3f}; judge {r['judge start']:.3f} -> {r['judge end']:.3f}\n\n"
+            f"**Edits:** {r.edits}\n\n**Before:**\n\n{r['text start']}\n\n**After:**\n\n{r['text end']}"
+            for _, r in ex.iterrows()
+        )
+        + '\n'
+    )
     tie = lambda r: f"{r['paired gain']:+.4f} [{r['CI low']:+.4f}, {r['CI high']:+.4f}] — **{r['verdict']}**"
     goal = pg[0]['verdict'] == 'higher' and pj[0]['verdict'] == 'higher'
     pt = pd.DataFrame(pg + pj).set_index('comparison')
     e0 = ex.iloc[0] if len(ex) else None
-    md = ["# eagle run: results", "",
-          f"Config: `config.yaml` (seed {cfg.run.seed}, device {metrics['device']}, LLM {metrics['llm']} via the {metrics['llm_engine']} engine).", "",
-          "## The question", "",
-          f"Trained in the real LLM environment ({metrics['train_environment']}), over {len(trainers)} seeds, and evaluated on {metrics['eval_anchors']} held-out anchors: "
-          f"is the agent's terminal utility above its reference's and above random edits, on the same episodes, and does the independent judge agree?", "",
-          f"- agent vs {ref_name}, proxy (E_D): {tie(pg[0])}",
-          f"- agent vs {ref_name}, judge: {tie(pj[0])}",
-          f"- agent vs random edits, proxy: {tie(pg[1])}; judge: {tie(pj[1])}",
-          f"- {ref_name} vs random edits, proxy: {tie(pg[2])}", "",
-          ("**The goal is reached**: the agent's paired gain over its reference has an interval above zero and the judge agrees." if goal else
-           "**The goal is not reached**: the agent's paired gain over its reference does not have an interval above zero under both the proxy and the judge "
-           "(a tie means the data cannot tell the two apart). What limits it is in the numbers below: the surrogate's fidelity, the size of the moves the "
-           "environment makes, and what the environment did."), "",
-          "Paired gains (95% bootstrap intervals resampling anchors):", "", _md(pt.round(4)), "",
-          "Per method (means over the evaluated episodes, intervals over anchors; the agent's row pools its seeds):", "",
-          _md(summary[['episodes', 'U_0', 'U_H', 'U_H CI', 'gain', 'judge U_H', 'judge gain', 'rating', 'novelty', 'distance', 'accepted']].round(4)), "",
-          "![training](figures/training.png)", "", "![proxy and judge](figures/proxy_vs_judge.png)", "",
-          "## What the environment did", "",
-          f"- action banks: {b['bank_edits']} edits, {metrics['llm_action_rate']:.1%} written by the LLM ({b['bank_template_fills']} template fills, "
-          f"{b['bank_unusable']} unusable replies, {b['bank_duplicates'] + b['bank_near_copies']} duplicates or near-copies, {b['bank_echoes']} echoes turned away)",
-          f"- rewrites: {s['transitions']} transitions, {metrics['rewrite_accept_rate']:.1%} accepted, {s['transition_retries']} retries, "
-          f"{s['transition_fallbacks']} fell back (the state did not move); rejections: " + ', '.join(f"{k[9:]} {v}" for k, v in s.items() if k.startswith('rejected_')),
-          f"- surrogate: fitted on {models.transitions} real transitions; on held-out anchors cosine {models.fidelity['cosine']:.3f} and R2 {models.fidelity['R2']:.3f} "
-          f"(a model of the mean displacement: cosine {models.fidelity['baseline cosine']:.3f}, R2 {models.fidelity['baseline R2']:.3f}); target cosine 0.7",
-          f"- judge (TF-IDF encoder, independent of E_D): utility correlation with E_D on held-out movies {agree['utility correlation']:.3f}", "",
-          "## The stack", "", "| metric | value |", "|---|---|"] + [f"| {k} | {metrics[k]} |" for k in metrics if k.startswith(('rmse', 'encoder', 'mean_U', 'dataset', 'movies', 'users', 'ratings', 'metadata'))] + [
-          "", "## Held-out anchors", "", _md(anchors.round(3), index=False), "",
-          "## Before and after", "", "![utility before and after](figures/utility_before_after.png)", "",
-          "Where the edits go in the latent space (the movies' first two principal components; square = start, star = end):", "", "![trajectories](figures/trajectories.png)", ""] + \
-         ([f"Example (all of them in `rollouts.md`): **{display_title(st.cat.movies.title[e0.anchor])}**, proxy U {e0['U start']:.3f} -> {e0['U end']:.3f}, judge {e0['judge start']:.3f} -> {e0['judge end']:.3f}", "",
-           f"*Edits:* {e0.edits}", "", f"*Before:* {e0['text start']}", "", f"*After:* {e0['text end']}", ""] if e0 is not None else []) + \
-         ["## Stage times (s)", "", "| stage | seconds |", "|---|---|"] + [f"| {k} | {v:.1f} |" for k, v in times.items()]
+    md = (
+        [
+            "# eagle run: results",
+            "",
+            f"Config: `config.yaml` (seed {cfg.run.seed}, device {metrics['device']}, LLM {metrics['llm']} via the {metrics['llm_engine']} engine).",
+            "",
+            "## The question",
+            "",
+            f"Trained in the real LLM environment ({metrics['train_environment']}), over {len(trainers)} seeds, and evaluated on {metrics['eval_anchors']} held-out anchors: "
+            f"is the agent's terminal utility above its reference's and above random edits, on the same episodes, and does the independent judge agree?",
+            "",
+            f"- agent vs {ref_name}, proxy (E_D): {tie(pg[0])}",
+            f"- agent vs {ref_name}, judge: {tie(pj[0])}",
+            f"- agent vs random edits, proxy: {tie(pg[1])}; judge: {tie(pj[1])}",
+            f"- {ref_name} vs random edits, proxy: {tie(pg[2])}",
+            "",
+            (
+                "**The goal is reached**: the agent's paired gain over its reference has an interval above zero and the judge agrees."
+                if goal
+                else "**The goal is not reached**: the agent's paired gain over its reference does not have an interval above zero under both the proxy and the judge "
+                "(a tie means the data cannot tell the two apart). What limits it is in the numbers below: the surrogate's fidelity, the size of the moves the "
+                "environment makes, and what the environment did."
+            ),
+            "",
+            "Paired gains (95% bootstrap intervals resampling anchors):",
+            "",
+            _md(pt.round(4)),
+            "",
+            "Per method (means over the evaluated episodes, intervals over anchors; the agent's row pools its seeds):",
+            "",
+            _md(
+                summary[
+                    [
+                        'episodes',
+                        'U_0',
+                        'U_H',
+                        'U_H CI',
+                        'gain',
+                        'judge U_H',
+                        'judge gain',
+                        'rating',
+                        'novelty',
+                        'distance',
+                        'accepted',
+                    ]
+                ].round(4)
+            ),
+            "",
+            "![training](figures/training.png)",
+            "",
+            "![proxy and judge](figures/proxy_vs_judge.png)",
+            "",
+            "## What the environment did",
+            "",
+            f"- action banks: {b['bank_edits']} edits, {metrics['llm_action_rate']:.1%} written by the LLM ({b['bank_template_fills']} template fills, "
+            f"{b['bank_unusable']} unusable replies, {b['bank_duplicates'] + b['bank_near_copies']} duplicates or near-copies, {b['bank_echoes']} echoes turned away)",
+            f"- rewrites: {s['transitions']} transitions, {metrics['rewrite_accept_rate']:.1%} accepted, {s['transition_retries']} retries, "
+            f"{s['transition_fallbacks']} fell back (the state did not move); rejections: "
+            + ', '.join(f"{k[9:]} {v}" for k, v in s.items() if k.startswith('rejected_')),
+            f"- surrogate: fitted on {models.transitions} real transitions; on held-out anchors cosine {models.fidelity['cosine']:.3f} and R2 {models.fidelity['R2']:.3f} "
+            f"(a model of the mean displacement: cosine {models.fidelity['baseline cosine']:.3f}, R2 {models.fidelity['baseline R2']:.3f}); target cosine 0.7",
+            f"- judge (TF-IDF encoder, independent of E_D): utility correlation with E_D on held-out movies {agree['utility correlation']:.3f}",
+            "",
+            "## The stack",
+            "",
+            "| metric | value |",
+            "|---|---|",
+        ]
+        + [
+            f"| {k} | {metrics[k]} |"
+            for k in metrics
+            if k.startswith(('rmse', 'encoder', 'mean_U', 'dataset', 'movies', 'users', 'ratings', 'metadata'))
+        ]
+        + [
+            "",
+            "## Held-out anchors",
+            "",
+            _md(anchors.round(3), index=False),
+            "",
+            "## Before and after",
+            "",
+            "![utility before and after](figures/utility_before_after.png)",
+            "",
+            "Where the edits go in the latent space (the movies' first two principal components; square = start, star = end):",
+            "",
+            "![trajectories](figures/trajectories.png)",
+            "",
+        ]
+        + (
+            [
+                f"Example (all of them in `rollouts.md`): **{display_title(st.cat.movies.title[e0.anchor])}**, proxy U {e0['U start']:.3f} -> {e0['U end']:.3f}, judge {e0['judge start']:.3f} -> {e0['judge end']:.3f}",
+                "",
+                f"*Edits:* {e0.edits}",
+                "",
+                f"*Before:* {e0['text start']}",
+                "",
+                f"*After:* {e0['text end']}",
+                "",
+            ]
+            if e0 is not None
+            else []
+        )
+        + ["## Stage times (s)", "", "| stage | seconds |", "|---|---|"]
+        + [f"| {k} | {v:.1f} |" for k, v in times.items()]
+    )
     (out / 'results.md').write_text('\n'.join(md) + '\n')
     return metrics
 
 # %% ../nbs/14_cli.ipynb #3566151f
-def run(cfg:Config, log=None, fresh:bool=False)->dict:
+def run(cfg: Config, log=None, fresh: bool = False) -> dict:
     "Run the pipeline on `cfg` and write the results folder; returns the metrics."
     preflight(cfg)
-    out = Path(cfg.run.out); (out / 'figures').mkdir(parents=True, exist_ok=True)
+    out = Path(cfg.run.out)
+    (out / 'figures').mkdir(parents=True, exist_ok=True)
     seed_everything(cfg.run.seed)
-    stages = ['stack', 'judge', 'environment and banks', 'real transitions, surrogate, reference', 'training', 'evaluation', 'report']
+    stages = [
+        'stack',
+        'judge',
+        'environment and banks',
+        'real transitions, surrogate, reference',
+        'training',
+        'evaluation',
+        'report',
+    ]
     bar = tqdm(total=len(stages), desc='eagle run', unit='stage', file=sys.stderr)
     log = log or (lambda m: tqdm.write(m, file=sys.stderr))
     times, t = {}, time.time()
+
     def done(name):
-        nonlocal t; times[name] = time.time() - t; t = time.time(); bar.update(1); bar.set_postfix_str(name)
-    st = build_stack(cfg, log); anchors = evaluate_anchors(st); done('stack')
+        nonlocal t
+        times[name] = time.time() - t
+        t = time.time()
+        bar.update(1)
+        bar.set_postfix_str(name)
+
+    st = build_stack(cfg, log)
+    anchors = evaluate_anchors(st)
+    done('stack')
     key = run_key(cfg)
-    judge = fit_judge(st, log=log); agree = judge_agreement(st, judge); done('judge')
-    env = make_env(st, log=log); pools = anchor_pools(st, cfg.train, cfg.run.seed)
-    env.reset(options={'anchors': pools.train_anchors + pools.eval_anchors, 'users': pools.train_users + pools.eval_users}); env.candidate_actions()
-    log(f"action banks: {env.banks.stats}"); done('environment and banks')
-    models = stage_model(st, env, pools, cfg.train, cfg.run.seed, cfg.run.device, log); done('real transitions, surrogate, reference')
-    trainers = stage_train(st, env, pools, models, cfg.train, cfg.run.seeds, key, cfg.run.seed, cfg.run.device, log, judge=judge, fresh=fresh); done('training')
-    ev = stage_eval(st, env, pools, models, trainers, judge, cfg.train.reference, cfg.run.eval_seeds); done('evaluation')
-    metrics = report(cfg, st, env, anchors, models, trainers, ev, agree, times, out); done('report')
+    judge = fit_judge(st, log=log)
+    agree = judge_agreement(st, judge)
+    done('judge')
+    env = make_env(st, log=log)
+    pools = anchor_pools(st, cfg.train, cfg.run.seed)
+    env.reset(
+        options={'anchors': pools.train_anchors + pools.eval_anchors, 'users': pools.train_users + pools.eval_users}
+    )
+    env.candidate_actions()
+    log(f"action banks: {env.banks.stats}")
+    done('environment and banks')
+    models = stage_model(st, env, pools, cfg.train, cfg.run.seed, cfg.run.device, log)
+    done('real transitions, surrogate, reference')
+    trainers = stage_train(
+        st,
+        env,
+        pools,
+        models,
+        cfg.train,
+        cfg.run.seeds,
+        key,
+        cfg.run.seed,
+        cfg.run.device,
+        log,
+        judge=judge,
+        fresh=fresh,
+    )
+    done('training')
+    ev = stage_eval(st, env, pools, models, trainers, judge, cfg.train.reference, cfg.run.eval_seeds)
+    done('evaluation')
+    metrics = report(cfg, st, env, anchors, models, trainers, ev, agree, times, out)
+    done('report')
     bar.close()
     return metrics
 
 # %% ../nbs/14_cli.ipynb #735325e6
-def bench(cfg:Config, n_anchors:int=8, log=print)->dict:
+def bench(cfg: Config, n_anchors: int = 8, log=print) -> dict:
     "`bench_environment` on held-out anchors of the configured stack and LLM environment."
     st = build_stack(cfg, log)
     env = make_env(st, dataclasses.replace(cfg.env, proposals='llm', transitions='llm'), log=log)
@@ -217,54 +463,117 @@ def bench(cfg:Config, n_anchors:int=8, log=print)->dict:
     users = [int(u) for u in rng.choice(st.cat.n_users, len(anchors))]
     return bench_environment(env, model_path(cfg.llm.model), anchors, users, seed=cfg.run.seed, log=log)
 
-def bench_table(res:dict)->str:
+
+def bench_table(res: dict) -> str:
     "The benchmark as a readable table."
-    rows = [(k, v) for k, v in res.items() if k != 'workload'] + [(f"workload.{k}", v) for k, v in res['workload'].items()]
+    rows = [(k, v) for k, v in res.items() if k != 'workload'] + [
+        (f"workload.{k}", v) for k, v in res['workload'].items()
+    ]
     w = max(len(k) for k, _ in rows)
     return '\n'.join(f"{k:<{w}}  {round(v, 3) if isinstance(v, float) else v}" for k, v in rows)
 
-def main(argv:list[str]|None=None)->int:
+
+def main(argv: list[str] | None = None) -> int:
     "Entry point of the `eagle` console script."
     ap = argparse.ArgumentParser(prog='eagle', description='EAGLE: embedding-aligned guided language generation')
     sub = ap.add_subparsers(dest='cmd', required=True)
+
     def common(p, out=True):
         p.add_argument('config', nargs='?', help='YAML config; the embedded defaults when omitted')
-        p.add_argument('--set', dest='overrides', action='append', default=[], metavar='SECTION.KEY=VALUE', help='override one setting (repeatable)')
-        if out: p.add_argument('--out', help='results folder (overrides run.out)')
-    r = sub.add_parser('run', help='train and evaluate the agent in the LLM environment; write the results folder'); common(r)
+        p.add_argument(
+            '--set',
+            dest='overrides',
+            action='append',
+            default=[],
+            metavar='SECTION.KEY=VALUE',
+            help='override one setting (repeatable)',
+        )
+        if out:
+            p.add_argument('--out', help='results folder (overrides run.out)')
+
+    r = sub.add_parser('run', help='train and evaluate the agent in the LLM environment; write the results folder')
+    common(r)
     r.add_argument('--fresh', action='store_true', help='discard existing checkpoints of the same runs')
-    t = sub.add_parser('train', help='run up to training (resumes an interrupted run)'); common(t)
+    t = sub.add_parser('train', help='run up to training (resumes an interrupted run)')
+    common(t)
     t.add_argument('--fresh', action='store_true', help='discard existing checkpoints of the same runs')
     t.add_argument('--iterations', type=int, help='stop each seed after this many iterations (run again to resume)')
-    b = sub.add_parser('bench', help='benchmark the LLM environment (engine vs reference decoder, one environment step, bank and rewrite rates)'); common(b, out=False)
+    b = sub.add_parser(
+        'bench',
+        help='benchmark the LLM environment (engine vs reference decoder, one environment step, bank and rewrite rates)',
+    )
+    common(b, out=False)
     b.add_argument('--json', action='store_true', help='print one JSON object')
     b.add_argument('--anchors', type=int, default=8, help='held-out movies in the workload (4 transitions each)')
-    c = sub.add_parser('config', help='print the resolved configuration'); common(c, out=False)
+    c = sub.add_parser('config', help='print the resolved configuration')
+    common(c, out=False)
     a = ap.parse_args(argv)
     say = lambda m: print(m, file=sys.stderr)
     try:
         cfg = load_config(a.config, a.overrides + ([f"run.out={a.out}"] if getattr(a, 'out', None) else []))
-        if a.cmd == 'config': print(config_to_yaml(cfg)); return 0
+        if a.cmd == 'config':
+            print(config_to_yaml(cfg))
+            return 0
         preflight(cfg)
         if a.cmd == 'bench':
             res = bench(cfg, a.anchors, log=say)
-            print(json.dumps(res) if a.json else bench_table(res)); return 0
-        if a.cmd == 'train':
-            t0 = time.time(); st = build_stack(cfg, say); env = make_env(st, log=say); pools = anchor_pools(st, cfg.train, cfg.run.seed)
-            models = stage_model(st, env, pools, cfg.train, cfg.run.seed, cfg.run.device, say)
-            trainers = stage_train(st, env, pools, models, cfg.train, cfg.run.seeds, run_key(cfg), cfg.run.seed, cfg.run.device, say, judge=fit_judge(st, log=say),
-                                   fresh=a.fresh, iterations=a.iterations)
-            out = Path(cfg.run.out); out.mkdir(parents=True, exist_ok=True); (out / 'config.yaml').write_text(config_to_yaml(cfg))
-            pd.concat([pd.DataFrame(T.metrics).assign(seed=s) for s, T in enumerate(trainers)], ignore_index=True).round(6).to_csv(out / 'train_metrics.csv', index=False)
-            print(f"trained {len(trainers)} seeds to {[T.iteration for T in trainers]} of {cfg.train.iterations} iterations in {time.time() - t0:.0f}s")
-            for T in trainers: print(f"  {T.ckpt_path}")
+            print(json.dumps(res) if a.json else bench_table(res))
             return 0
-        t0 = time.time(); m = run(cfg, fresh=a.fresh)
+        if a.cmd == 'train':
+            t0 = time.time()
+            st = build_stack(cfg, say)
+            env = make_env(st, log=say)
+            pools = anchor_pools(st, cfg.train, cfg.run.seed)
+            models = stage_model(st, env, pools, cfg.train, cfg.run.seed, cfg.run.device, say)
+            trainers = stage_train(
+                st,
+                env,
+                pools,
+                models,
+                cfg.train,
+                cfg.run.seeds,
+                run_key(cfg),
+                cfg.run.seed,
+                cfg.run.device,
+                say,
+                judge=fit_judge(st, log=say),
+                fresh=a.fresh,
+                iterations=a.iterations,
+            )
+            out = Path(cfg.run.out)
+            out.mkdir(parents=True, exist_ok=True)
+            (out / 'config.yaml').write_text(config_to_yaml(cfg))
+            pd.concat(
+                [pd.DataFrame(T.metrics).assign(seed=s) for s, T in enumerate(trainers)], ignore_index=True
+            ).round(6).to_csv(out / 'train_metrics.csv', index=False)
+            print(
+                f"trained {len(trainers)} seeds to {[T.iteration for T in trainers]} of {cfg.train.iterations} iterations in {time.time() - t0:.0f}s"
+            )
+            for T in trainers:
+                print(f"  {T.ckpt_path}")
+            return 0
+        t0 = time.time()
+        m = run(cfg, fresh=a.fresh)
         print(f"done in {time.time() - t0:.0f}s: results in {Path(cfg.run.out).resolve()}")
-        for k in ['movies', 'rmse_als', 'encoder_R2', 'llm_action_rate', 'rewrite_accept_rate', 'surrogate_cosine', 'surrogate_r2', 'U_H_random', 'U_H_reference',
-                  'U_H_agent', 'paired_gain_agent_vs_reference', 'paired_gain_agent_vs_reference_ci_low', 'paired_gain_agent_vs_reference_ci_high',
-                  'judge_paired_gain_agent_vs_reference']:
-            if k in m: print(f"  {k}: {m[k]}")
+        for k in [
+            'movies',
+            'rmse_als',
+            'encoder_R2',
+            'llm_action_rate',
+            'rewrite_accept_rate',
+            'surrogate_cosine',
+            'surrogate_r2',
+            'U_H_random',
+            'U_H_reference',
+            'U_H_agent',
+            'paired_gain_agent_vs_reference',
+            'paired_gain_agent_vs_reference_ci_low',
+            'paired_gain_agent_vs_reference_ci_high',
+            'judge_paired_gain_agent_vs_reference',
+        ]:
+            if k in m:
+                print(f"  {k}: {m[k]}")
         return 0
     except (ConfigError, FileNotFoundError, ValueError, FloatingPointError) as e:
-        print(f"eagle: error: {str(e).splitlines()[0] if str(e) else type(e).__name__}", file=sys.stderr); return 2
+        print(f"eagle: error: {str(e).splitlines()[0] if str(e) else type(e).__name__}", file=sys.stderr)
+        return 2

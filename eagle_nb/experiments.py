@@ -27,27 +27,30 @@ __all__ = ['JUDGE_PROMPT', 'trace_episodes', 'tree_search', 'text_quality', 'loa
 
 # %% ../nbs/13_experiments.ipynb #6eac634c
 def trace_episodes(
-    env, # an `EagleEnv`
-    policy, # (obs, cands) -> PolicyOut, or None for uniformly random edits
-    anchors:list[int], users:list[int], # one episode per (anchor, user)
-    seed:int=0, # environment and sampling seed (as in `run_policy`)
-    greedy:bool=False, # take the most likely edit instead of sampling
-)->pd.DataFrame: # one row per episode: utilities and parts at start and end, texts, the latent path
+    env,  # an `EagleEnv`
+    policy,  # (obs, cands) -> PolicyOut, or None for uniformly random edits
+    anchors: list[int],
+    users: list[int],  # one episode per (anchor, user)
+    seed: int = 0,  # environment and sampling seed (as in `run_policy`)
+    greedy: bool = False,  # take the most likely edit instead of sampling
+) -> pd.DataFrame:  # one row per episode: utilities and parts at start and end, texts, the latent path
     "Episodes of a policy acting alone, with every step's latent vector and the texts before and after (`rollout(...).frame()`)."
     return rollout(env, policy, anchors, users, seed=seed, greedy=greedy).frame(texts=True)
 
 # %% ../nbs/13_experiments.ipynb #fd66277e
 def tree_search(
-    env, # an `EagleEnv` (its horizon bounds the depth)
-    anchors:list[int], users:list[int],
-    k:int=4, # actions expanded per node: the rounded G-optimal design of its candidates
-    depth:int|None=None, # search depth; the environment's horizon by default
-    mode:str='transition', # candidate features for the design (see `candidate_features`)
-    seed:int=0,
-)->pd.DataFrame: # one row per anchor: the best leaf (as `trace_episodes`), with 'transitions' (the search's cost)
+    env,  # an `EagleEnv` (its horizon bounds the depth)
+    anchors: list[int],
+    users: list[int],
+    k: int = 4,  # actions expanded per node: the rounded G-optimal design of its candidates
+    depth: int | None = None,  # search depth; the environment's horizon by default
+    mode: str = 'transition',  # candidate features for the design (see `candidate_features`)
+    seed: int = 0,
+) -> pd.DataFrame:  # one row per anchor: the best leaf (as `trace_episodes`), with 'transitions' (the search's cost)
     "Exhaustive search of the tree of G-optimal action sets to a depth; keeps the best leaf per anchor."
     H = depth or env.horizon
-    if not 1 <= H <= env.horizon: raise ValueError(f"depth must be in 1..{env.horizon}, got {H}")
+    if not 1 <= H <= env.horizon:
+        raise ValueError(f"depth must be in 1..{env.horizon}, got {H}")
     env.reset(seed=seed, options={'anchors': list(anchors), 'users': list(users)})
     roots = list(env.states)
     owner, paths = list(range(len(roots))), [[s.z.float().cpu()] for s in roots]
@@ -57,61 +60,103 @@ def tree_search(
         Z = candidate_features(env, mode, n_samples=1, seed=seed + d)
         parents, acts = [], []
         for i, (z, c) in enumerate(zip(Z, cands)):
-            S = round_design(z, min(k, len(c))); cost[owner[i]] += len(c) + len(S)
-            parents += [i] * len(S); acts += S
-        env.branch(parents)                                   # one copy of a node per action expanded from it
+            S = round_design(z, min(k, len(c)))
+            cost[owner[i]] += len(c) + len(S)
+            parents += [i] * len(S)
+            acts += S
+        env.branch(parents)  # one copy of a node per action expanded from it
         env.step(acts)
-        owner, paths = [owner[i] for i in parents], [paths[i] + [s.z.float().cpu()] for i, s in zip(parents, env.states)]
+        owner, paths = [owner[i] for i in parents], [
+            paths[i] + [s.z.float().cpu()] for i, s in zip(parents, env.states)
+        ]
     nodes = list(env.states)
     rows = []
     for r, root in enumerate(roots):
         leaves = [j for j, o in enumerate(owner) if o == r]
-        b = max(leaves, key=lambda j: nodes[j].utility['total']); s = nodes[b]; z = torch.stack(paths[b])
-        rows.append({'anchor': root.anchor, 'user': root.user, 'seed': seed, 'U start': root.utility['total'], 'U end': s.utility['total'],
-                     'rating start': root.utility['rating'], 'rating end': s.utility['rating'], 'novelty start': root.utility['novelty'],
-                     'novelty end': s.utility['novelty'], 'distance': float((z[-1] - z[0]).norm()), 'edits': ' | '.join(s.history),
-                     'text start': root.text, 'text end': s.text, 'path': z, 'transitions': cost[r], 'leaves': len(leaves)})
+        b = max(leaves, key=lambda j: nodes[j].utility['total'])
+        s = nodes[b]
+        z = torch.stack(paths[b])
+        rows.append(
+            {
+                'anchor': root.anchor,
+                'user': root.user,
+                'seed': seed,
+                'U start': root.utility['total'],
+                'U end': s.utility['total'],
+                'rating start': root.utility['rating'],
+                'rating end': s.utility['rating'],
+                'novelty start': root.utility['novelty'],
+                'novelty end': s.utility['novelty'],
+                'distance': float((z[-1] - z[0]).norm()),
+                'edits': ' | '.join(s.history),
+                'text start': root.text,
+                'text end': s.text,
+                'path': z,
+                'transitions': cost[r],
+                'leaves': len(leaves),
+            }
+        )
     return pd.DataFrame(rows)
 
 # %% ../nbs/13_experiments.ipynb #798c55f9
-def _words(t:str)->list[str]: return re.findall(r"[a-z0-9']+", t.lower())
+def _words(t: str) -> list[str]:
+    return re.findall(r"[a-z0-9']+", t.lower())
+
 
 def text_quality(
-    texts:list[str], # generated texts
-    refs:list[str]|None=None, # the texts they started from (for the overlap)
-)->pd.DataFrame: # words, distinct-2, repeated trigrams, overlap with the reference
+    texts: list[str],  # generated texts
+    refs: list[str] | None = None,  # the texts they started from (for the overlap)
+) -> pd.DataFrame:  # words, distinct-2, repeated trigrams, overlap with the reference
     "Cheap text-quality proxies, one row per text."
     rows = []
     for i, t in enumerate(texts):
-        w = _words(t); bi = list(zip(w, w[1:])); tri = list(zip(w, w[1:], w[2:]))
-        row = {'words': len(w), 'distinct-2': len(set(bi)) / len(bi) if bi else 0.0,
-               'repeated trigrams': 1 - len(set(tri)) / len(tri) if tri else 0.0}
+        w = _words(t)
+        bi = list(zip(w, w[1:]))
+        tri = list(zip(w, w[1:], w[2:]))
+        row = {
+            'words': len(w),
+            'distinct-2': len(set(bi)) / len(bi) if bi else 0.0,
+            'repeated trigrams': 1 - len(set(tri)) / len(tri) if tri else 0.0,
+        }
         if refs is not None:
-            a, b = set(w), set(_words(refs[i])); row['overlap'] = len(a & b) / max(1, len(a | b))
+            a, b = set(w), set(_words(refs[i]))
+            row['overlap'] = len(a & b) / max(1, len(a | b))
         rows.append(row)
     return pd.DataFrame(rows)
 
-def load_lm(name:str|Path='smollm2', # 'smollm2', 'tiny' or a local Hugging Face folder
-            device:str|None=None):
+
+def load_lm(
+    name: str | Path = 'smollm2', device: str | None = None  # 'smollm2', 'tiny' or a local Hugging Face folder
+):
     "A frozen causal LM and its tokenizer (for perplexity, judging and the ELM decoder)."
     quiet_hf()
     from transformers import AutoModelForCausalLM, AutoTokenizer
+
     path = smollm2_path() if str(name) == 'smollm2' else tiny_llm_path() if str(name) == 'tiny' else Path(name)
-    if not (Path(path) / 'config.json').exists(): raise FileNotFoundError(f"no Hugging Face model at {path}")
+    if not (Path(path) / 'config.json').exists():
+        raise FileNotFoundError(f"no Hugging Face model at {path}")
     lm = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).to(default_device(device)).eval()
-    for p in lm.parameters(): p.requires_grad_(False)
+    for p in lm.parameters():
+        p.requires_grad_(False)
     return lm, AutoTokenizer.from_pretrained(path)
+
 
 @torch.no_grad()
 def perplexity(
-    texts:list[str], lm, tok, # the model from `load_lm`
-    batch_size:int=8, max_len:int=256, # truncation in tokens
-)->np.ndarray: # per-text perplexity (exp of the mean token negative log-likelihood)
+    texts: list[str],
+    lm,
+    tok,  # the model from `load_lm`
+    batch_size: int = 8,
+    max_len: int = 256,  # truncation in tokens
+) -> np.ndarray:  # per-text perplexity (exp of the mean token negative log-likelihood)
     "Per-text perplexity under a causal LM."
-    dev = next(lm.parameters()).device; pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id; out = []
+    dev = next(lm.parameters()).device
+    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    out = []
     for s in range(0, len(texts), batch_size):
-        ids = [tok(t, add_special_tokens=False).input_ids[:max_len] for t in texts[s:s + batch_size]]
-        if any(len(i) < 2 for i in ids): raise ValueError("perplexity needs texts of at least two tokens")
+        ids = [tok(t, add_special_tokens=False).input_ids[:max_len] for t in texts[s : s + batch_size]]
+        if any(len(i) < 2 for i in ids):
+            raise ValueError("perplexity needs texts of at least two tokens")
         T = max(map(len, ids))
         x = torch.tensor([i + [pad] * (T - len(i)) for i in ids], device=dev)
         m = torch.tensor([[1] * len(i) + [0] * (T - len(i)) for i in ids], device=dev)
@@ -121,217 +166,358 @@ def perplexity(
     return np.array(out)
 
 # %% ../nbs/13_experiments.ipynb #3917732c
-JUDGE_PROMPT = ("Rate this movie pitch from 1 (incoherent or dull) to 10 (coherent, specific and compelling, a film people would want to see). "
-                "Answer with the number only.\n\nPitch:\n{text}")
+JUDGE_PROMPT = (
+    "Rate this movie pitch from 1 (incoherent or dull) to 10 (coherent, specific and compelling, a film people would want to see). "
+    "Answer with the number only.\n\nPitch:\n{text}"
+)
 
-def parse_score(reply:str, lo:int=1, hi:int=10)->float:
+
+def parse_score(reply: str, lo: int = 1, hi: int = 10) -> float:
     "The first number in [lo, hi] in a judge's reply (e.g. '7', 'Score: 8/10'), or NaN."
     for m in re.finditer(r"(?<![\d.])(\d+(?:\.\d+)?)", reply or ''):
         v = float(m.group(1))
-        if lo <= v <= hi: return v
+        if lo <= v <= hi:
+            return v
     return float('nan')
 
+
 def llm_judge(
-    llm, # an `LLM` (06_llm): anything with `.chat(messages, system, params, seeds)`
-    texts:list[str],
-    prompt:str=JUDGE_PROMPT, # with a {text} slot
-    params:SamplingParams=SamplingParams(max_new_tokens=8, temperature=0.0),
-    seed:int=0,
-)->pd.DataFrame: # score (NaN when unparseable), parsed, raw reply
+    llm,  # an `LLM` (06_llm): anything with `.chat(messages, system, params, seeds)`
+    texts: list[str],
+    prompt: str = JUDGE_PROMPT,  # with a {text} slot
+    params: SamplingParams = SamplingParams(max_new_tokens=8, temperature=0.0),
+    seed: int = 0,
+) -> pd.DataFrame:  # score (NaN when unparseable), parsed, raw reply
     "LLM-as-judge ratings of texts."
-    replies = llm.chat([prompt.format(text=t) for t in texts], params=params, seeds=[seed + i for i in range(len(texts))])
+    replies = llm.chat(
+        [prompt.format(text=t) for t in texts], params=params, seeds=[seed + i for i in range(len(texts))]
+    )
     scores = [parse_score(r) for r in replies]
     return pd.DataFrame({'score': scores, 'parsed': [not math.isnan(s) for s in scores], 'reply': replies})
 
 # %% ../nbs/13_experiments.ipynb #b46d3480
 class LatentAdapter(nn.Module):
     "ELM-style adapter: a latent vector z -> m soft-prompt token embeddings for a frozen causal LM."
-    def __init__(self, dim:int, # latent dimension
-                 d_model:int, # the LM's embedding width
-                 m:int=4, hidden:int=256, # soft tokens; MLP width
-                 scale:float=0.02): # output scale: the LM's token-embedding standard deviation
-        super().__init__(); self.m, self.d_model = m, d_model
+
+    def __init__(
+        self,
+        dim: int,  # latent dimension
+        d_model: int,  # the LM's embedding width
+        m: int = 4,
+        hidden: int = 256,  # soft tokens; MLP width
+        scale: float = 0.02,
+    ):  # output scale: the LM's token-embedding standard deviation
+        super().__init__()
+        self.m, self.d_model = m, d_model
         self.net = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, m * d_model))
         self.register_buffer('scale', torch.tensor(float(scale)))
-    def forward(self, z:torch.Tensor)->torch.Tensor: return self.net(z).view(len(z), self.m, self.d_model) * self.scale
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.net(z).view(len(z), self.m, self.d_model) * self.scale
+
 
 class ELMDecoder(nn.Module):
     "A frozen causal LM that reads a latent vector through a trained adapter and writes a movie description."
+
     PREFIX = "Movie description:\n"
-    def __init__(self, lm, tok, # a frozen LM and tokenizer (`load_lm`)
-                 dim:int, m:int=4, hidden:int=256):
-        super().__init__(); self.lm, self.tok = lm, tok
-        for p in lm.parameters(): p.requires_grad_(False)
+
+    def __init__(self, lm, tok, dim: int, m: int = 4, hidden: int = 256):  # a frozen LM and tokenizer (`load_lm`)
+        super().__init__()
+        self.lm, self.tok = lm, tok
+        for p in lm.parameters():
+            p.requires_grad_(False)
         E = lm.get_input_embeddings()
         self.adapter = LatentAdapter(dim, E.embedding_dim, m, hidden, float(E.weight.std())).to(E.weight.device)
         self.prefix = tok(self.PREFIX, add_special_tokens=False).input_ids
-        self.eos = tok.eos_token_id; self.pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+        self.eos = tok.eos_token_id
+        self.pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+
     @property
-    def device(self): return self.adapter.scale.device
-    def _context(self, z:torch.Tensor)->torch.Tensor:
-        E = self.lm.get_input_embeddings(); pre = E(torch.tensor(self.prefix, device=self.device))
+    def device(self):
+        return self.adapter.scale.device
+
+    def _context(self, z: torch.Tensor) -> torch.Tensor:
+        E = self.lm.get_input_embeddings()
+        pre = E(torch.tensor(self.prefix, device=self.device))
         return torch.cat([self.adapter(z.to(self.device).float()), pre[None].expand(len(z), -1, -1)], 1)
-    def loss(self, z:torch.Tensor, texts:list[str], max_len:int=64)->torch.Tensor:
+
+    def loss(self, z: torch.Tensor, texts: list[str], max_len: int = 64) -> torch.Tensor:
         "Teacher-forced token cross-entropy of the texts given their latent vectors."
-        ids = [self.tok(t, add_special_tokens=False).input_ids[:max_len] + [self.eos] for t in texts]; T = max(map(len, ids))
+        ids = [self.tok(t, add_special_tokens=False).input_ids[:max_len] + [self.eos] for t in texts]
+        T = max(map(len, ids))
         x = torch.tensor([i + [self.pad] * (T - len(i)) for i in ids], device=self.device)
         mask = torch.tensor([[1] * len(i) + [0] * (T - len(i)) for i in ids], device=self.device)
-        ctx = self._context(z); C = ctx.shape[1]
+        ctx = self._context(z)
+        C = ctx.shape[1]
         inp = torch.cat([ctx, self.lm.get_input_embeddings()(x)], 1)
         attn = torch.cat([torch.ones(len(z), C, dtype=mask.dtype, device=self.device), mask], 1)
-        logits = self.lm(inputs_embeds=inp, attention_mask=attn).logits[:, C - 1:-1].float()
-        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), x.masked_fill(mask == 0, -100).reshape(-1), ignore_index=-100)
+        logits = self.lm(inputs_embeds=inp, attention_mask=attn).logits[:, C - 1 : -1].float()
+        return F.cross_entropy(
+            logits.reshape(-1, logits.shape[-1]), x.masked_fill(mask == 0, -100).reshape(-1), ignore_index=-100
+        )
+
     @torch.no_grad()
-    def decode(self, z:torch.Tensor, max_new_tokens:int=80, temperature:float=0.7, seed:int=0)->list[str]:
+    def decode(self, z: torch.Tensor, max_new_tokens: int = 80, temperature: float = 0.7, seed: int = 0) -> list[str]:
         "Write a description for each latent vector (sampled, one seed per row)."
         params = SamplingParams(max_new_tokens, temperature, 0.95)
-        ctx = self._context(z); B, C = ctx.shape[:2]
+        ctx = self._context(z)
+        B, C = ctx.shape[:2]
         attn = torch.ones(B, C, dtype=torch.long, device=self.device)
         gens = [torch.Generator(device=self.device).manual_seed(seed + i) for i in range(B)]
-        out = self.lm(inputs_embeds=ctx, attention_mask=attn, use_cache=True); past, logits = out.past_key_values, out.logits[:, -1]
-        done = torch.zeros(B, dtype=torch.bool, device=self.device); toks = []
+        out = self.lm(inputs_embeds=ctx, attention_mask=attn, use_cache=True)
+        past, logits = out.past_key_values, out.logits[:, -1]
+        done = torch.zeros(B, dtype=torch.bool, device=self.device)
+        toks = []
         for _ in range(max_new_tokens):
-            nxt = torch.where(done, torch.full((B,), self.pad, device=self.device), sample_next(logits, params, gens)); toks.append(nxt)
+            nxt = torch.where(done, torch.full((B,), self.pad, device=self.device), sample_next(logits, params, gens))
+            toks.append(nxt)
             done |= nxt == self.eos
-            if done.all(): break
+            if done.all():
+                break
             attn = torch.cat([attn, torch.ones(B, 1, dtype=attn.dtype, device=self.device)], 1)
-            out = self.lm(input_ids=nxt[:, None], attention_mask=attn, past_key_values=past, use_cache=True); past, logits = out.past_key_values, out.logits[:, -1]
+            out = self.lm(input_ids=nxt[:, None], attention_mask=attn, past_key_values=past, use_cache=True)
+            past, logits = out.past_key_values, out.logits[:, -1]
         rows = torch.stack(toks, 1).tolist()
-        return [self.tok.decode(r[:r.index(self.eos)] if self.eos in r else r, skip_special_tokens=True).strip() for r in rows]
+        return [
+            self.tok.decode(r[: r.index(self.eos)] if self.eos in r else r, skip_special_tokens=True).strip()
+            for r in rows
+        ]
+
 
 def fit_elm(
-    elm:ELMDecoder, Z:torch.Tensor, texts:list[str], # training pairs: existing items' embeddings and descriptions
-    steps:int=150, batch_size:int=8, lr:float=1e-3, max_len:int=64, seed:int=0,
-)->pd.DataFrame: # the training loss per step
+    elm: ELMDecoder,
+    Z: torch.Tensor,
+    texts: list[str],  # training pairs: existing items' embeddings and descriptions
+    steps: int = 150,
+    batch_size: int = 8,
+    lr: float = 1e-3,
+    max_len: int = 64,
+    seed: int = 0,
+) -> pd.DataFrame:  # the training loss per step
     "Train the adapter (only) by teacher forcing; the LM stays frozen."
-    seed_everything(seed); rng = np.random.default_rng(seed)
-    opt = torch.optim.AdamW(elm.adapter.parameters(), lr=lr); rows = []
+    seed_everything(seed)
+    rng = np.random.default_rng(seed)
+    opt = torch.optim.AdamW(elm.adapter.parameters(), lr=lr)
+    rows = []
     elm.adapter.train()
     for s in range(steps):
         idx = rng.choice(len(texts), min(batch_size, len(texts)), replace=False)
         loss = elm.loss(Z[idx], [texts[i] for i in idx], max_len)
-        if not torch.isfinite(loss): raise FloatingPointError(f"non-finite ELM loss at step {s}")
-        opt.zero_grad(); loss.backward(); opt.step(); rows.append({'step': s + 1, 'loss': loss.item()})
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"non-finite ELM loss at step {s}")
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        rows.append({'step': s + 1, 'loss': loss.item()})
     elm.adapter.eval()
     return pd.DataFrame(rows)
 
+
 def latent_search(
-    utility, # `Utility`: (z, users) -> parts
-    z0:torch.Tensor, # (n,) the starting point (an anchor's embedding)
-    user:int, radius:float, # the user scored for; the ball's radius
-    n:int=512, seed:int=0, # random points tried (uniform in the ball)
-)->tuple[torch.Tensor, float]: # the best point (z0 itself if nothing beats it) and its utility
+    utility,  # `Utility`: (z, users) -> parts
+    z0: torch.Tensor,  # (n,) the starting point (an anchor's embedding)
+    user: int,
+    radius: float,  # the user scored for; the ball's radius
+    n: int = 512,
+    seed: int = 0,  # random points tried (uniform in the ball)
+) -> tuple[torch.Tensor, float]:  # the best point (z0 itself if nothing beats it) and its utility
     "Random search for a higher-utility latent vector within `radius` of z0."
-    g = torch.Generator().manual_seed(seed); d = z0.numel()
-    u = torch.randn(n, d, generator=g); u = u / u.norm(dim=1, keepdim=True) * radius * torch.rand(n, 1, generator=g) ** (1 / d)
+    g = torch.Generator().manual_seed(seed)
+    d = z0.numel()
+    u = torch.randn(n, d, generator=g)
+    u = u / u.norm(dim=1, keepdim=True) * radius * torch.rand(n, 1, generator=g) ** (1 / d)
     Zc = torch.cat([z0[None].float().cpu(), z0[None].float().cpu() + u])
     U = utility(Zc, torch.full((len(Zc),), int(user)))['total']
-    i = int(U.argmax()); return Zc[i], float(U[i])
+    i = int(U.argmax())
+    return Zc[i], float(U[i])
 
 # %% ../nbs/13_experiments.ipynb #4143fab0
 def summarize(
-    runs:dict[str, pd.DataFrame], # method -> episodes (`trace_episodes` / `rollout(...).frame()` / `tree_search` rows)
-    conf:float=0.95,
-)->pd.DataFrame: # one row per method
+    runs: dict[
+        str, pd.DataFrame
+    ],  # method -> episodes (`trace_episodes` / `rollout(...).frame()` / `tree_search` rows)
+    conf: float = 0.95,
+) -> pd.DataFrame:  # one row per method
     "Per method: U_H and the gain U_H - U_0 with bootstrap intervals over anchors, utility parts, judge utility if scored, distance moved, acceptance, cost."
     rows = {}
     for name, d in runs.items():
-        mu, lo, hi = cluster_bootstrap(d['U end'], d['anchor'], conf); gm, glo, ghi = cluster_bootstrap(d['U end'] - d['U start'], d['anchor'], conf)
-        r = {'episodes': len(d), 'U_0': d['U start'].mean(), 'U_H': mu, 'U_H CI': f"[{lo:.3f}, {hi:.3f}]", 'gain': gm, 'gain low': glo, 'gain high': ghi}
-        if 'judge end' in d: r.update({'judge U_H': d['judge end'].mean(), 'judge gain': (d['judge end'] - d['judge start']).mean()})
-        r.update({'rating': d['rating end'].mean(), 'Δ rating': (d['rating end'] - d['rating start']).mean(),
-                  'novelty': d['novelty end'].mean(), 'Δ novelty': (d['novelty end'] - d['novelty start']).mean(),
-                  'distance': d['distance'].mean(), 'accepted': d['accepted'].mean() if 'accepted' in d else np.nan,
-                  'transitions / episode': d['transitions'].mean() if 'transitions' in d else np.nan})
+        mu, lo, hi = cluster_bootstrap(d['U end'], d['anchor'], conf)
+        gm, glo, ghi = cluster_bootstrap(d['U end'] - d['U start'], d['anchor'], conf)
+        r = {
+            'episodes': len(d),
+            'U_0': d['U start'].mean(),
+            'U_H': mu,
+            'U_H CI': f"[{lo:.3f}, {hi:.3f}]",
+            'gain': gm,
+            'gain low': glo,
+            'gain high': ghi,
+        }
+        if 'judge end' in d:
+            r.update({'judge U_H': d['judge end'].mean(), 'judge gain': (d['judge end'] - d['judge start']).mean()})
+        r.update(
+            {
+                'rating': d['rating end'].mean(),
+                'Δ rating': (d['rating end'] - d['rating start']).mean(),
+                'novelty': d['novelty end'].mean(),
+                'Δ novelty': (d['novelty end'] - d['novelty start']).mean(),
+                'distance': d['distance'].mean(),
+                'accepted': d['accepted'].mean() if 'accepted' in d else np.nan,
+                'transitions / episode': d['transitions'].mean() if 'transitions' in d else np.nan,
+            }
+        )
         rows[name] = r
     return pd.DataFrame(rows).T
 
-def latent_projection(latent)->tuple[torch.Tensor, torch.Tensor]:
+
+def latent_projection(latent) -> tuple[torch.Tensor, torch.Tensor]:
     "Mean and top-2 principal directions of the movies' embeddings: a fixed 2-D map of the latent space."
-    X = latent.item_emb.float(); mu = X.mean(0)
+    X = latent.item_emb.float()
+    mu = X.mean(0)
     _, _, V = torch.linalg.svd(X - mu, full_matrices=False)
     return mu, V[:2]
 
+
 def plot_trajectories(
-    latent, # the `LatentSpace` (its movies are the grey background)
-    paths:list[torch.Tensor], # (T+1, n) latent paths
-    labels:list[str], # one legend label per path
-    ax=None, title:str='edits in latent space (PCA of the movie embeddings)',
+    latent,  # the `LatentSpace` (its movies are the grey background)
+    paths: list[torch.Tensor],  # (T+1, n) latent paths
+    labels: list[str],  # one legend label per path
+    ax=None,
+    title: str = 'edits in latent space (PCA of the movie embeddings)',
 ):
     "Latent-space trajectories of episodes on the movies' 2-D principal plane: square = start, star = end."
     import matplotlib.pyplot as plt
-    if ax is None: _, ax = plt.subplots(figsize=(5.5, 4.5))
-    mu, P = latent_projection(latent); X = (latent.item_emb.float() - mu) @ P.T
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(5.5, 4.5))
+    mu, P = latent_projection(latent)
+    X = (latent.item_emb.float() - mu) @ P.T
     ax.scatter(X[:, 0], X[:, 1], s=3, c='0.8', label='existing movies')
     for p, lab, c in zip(paths, labels, plt.cm.tab10.colors * 10):
         q = (p.float() - mu) @ P.T
         ax.plot(q[:, 0], q[:, 1], '-', color=c, lw=1.2, label=lab)
-        ax.plot(q[0, 0], q[0, 1], 's', color=c, ms=5); ax.plot(q[-1, 0], q[-1, 1], '*', color=c, ms=10)
-    ax.set_xlabel('PC 1'); ax.set_ylabel('PC 2'); ax.set_title(title, fontsize=9); ax.legend(fontsize=6, loc='best')
+        ax.plot(q[0, 0], q[0, 1], 's', color=c, ms=5)
+        ax.plot(q[-1, 0], q[-1, 1], '*', color=c, ms=10)
+    ax.set_xlabel('PC 1')
+    ax.set_ylabel('PC 2')
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=6, loc='best')
     return ax
 
 # %% ../nbs/13_experiments.ipynb #7841ebd5
 @dataclass
 class Models:
     "What a run learns before the agent: the surrogate environment, its fidelity, and pi_ref."
-    surrogate:SurrogateEnv; fidelity:dict; ref:torch.nn.Module; transitions:int
 
-def stage_model(st, env, pools:AnchorPools, train:TrainConfig, seed:int=0, device:str|None=None, log=print)->Models:
+    surrogate: SurrogateEnv
+    fidelity: dict
+    ref: torch.nn.Module
+    transitions: int
+
+
+def stage_model(
+    st, env, pools: AnchorPools, train: TrainConfig, seed: int = 0, device: str | None = None, log=print
+) -> Models:
     "Real transitions of the training anchors -> transition model (held-out fidelity) and surrogate; pi_ref on the same states."
     t0 = time.time()
-    data = collect_states(env, pools.train_anchors, pools.train_users, depth=min(train.ref_depth, env.horizon), seed=seed)
+    data = collect_states(
+        env, pools.train_anchors, pools.train_users, depth=min(train.ref_depth, env.horizon), seed=seed
+    )
     tr = Transitions.from_states(data)
     held = torch.isin(tr.anchors, torch.tensor(pools.train_anchors[::4]))
     fi = fidelity(TransitionModel(st.encoder).fit(tr.subset(~held), seed=seed), tr.subset(held))
     model = TransitionModel(st.encoder).fit(tr, seed=seed)
-    log(f"real transitions: {len(tr)} in {time.time() - t0:.0f}s; surrogate held-out cosine {fi['cosine']:.3f} (mean-displacement baseline "
-        f"{fi['baseline cosine']:.3f}), R2 {fi['R2']:.3f}")
+    log(
+        f"real transitions: {len(tr)} in {time.time() - t0:.0f}s; surrogate held-out cosine {fi['cosine']:.3f} (mean-displacement baseline "
+        f"{fi['baseline cosine']:.3f}), R2 {fi['R2']:.3f}"
+    )
     ref = pretrain_reference(train, env, pools, st.encoder, seed, device, log=log, data=data)
     return Models(SurrogateEnv(env, model), fi, ref, len(tr))
 
 # %% ../nbs/13_experiments.ipynb #cd5217af
-def stage_train(st, env, pools:AnchorPools, models:Models, train:TrainConfig,
-                seeds:int, # agents, seeded seed*1000 + 0, 1, ...
-                key:dict, # every setting the runs depend on (their folders are keyed by it)
-                seed:int=0, device:str|None=None, log=print,
-                judge=None, # the independent judge: its utility of real training episodes is logged
-                fresh:bool=False, # discard existing checkpoints and start over
-                iterations:int|None=None, # stop each seed after this many iterations (a later call resumes)
-                )->list[Trainer]:
+def stage_train(
+    st,
+    env,
+    pools: AnchorPools,
+    models: Models,
+    train: TrainConfig,
+    seeds: int,  # agents, seeded seed*1000 + 0, 1, ...
+    key: dict,  # every setting the runs depend on (their folders are keyed by it)
+    seed: int = 0,
+    device: str | None = None,
+    log=print,
+    judge=None,  # the independent judge: its utility of real training episodes is logged
+    fresh: bool = False,  # discard existing checkpoints and start over
+    iterations: int | None = None,  # stop each seed after this many iterations (a later call resumes)
+) -> list[Trainer]:
     "One trained agent per seed (resuming when possible)."
     trainers = []
     for s in range(seeds):
         folder = cache_dir('runs') / stable_hash('train-v2', key, seed, s)
-        if fresh and folder.exists(): shutil.rmtree(folder)
-        T = Trainer(train, env, pools, learner_from(models.ref, train, st.encoder, device), models.ref, folder,
-                    guide=make_guide(train, env, models.ref) if train.algorithm != 'ppo' else None,
-                    surrogate=models.surrogate if train.dyna_iterations else None, judge=judge, seed=seed * 1000 + s, device=device, log=log)
-        T.train(iterations=iterations); trainers.append(T)
-        log(f"seed {s}: {T.iteration}/{train.iterations} iterations ({min(T.iteration, train.dyna_iterations)} in the surrogate) in {folder.name}")
+        if fresh and folder.exists():
+            shutil.rmtree(folder)
+        T = Trainer(
+            train,
+            env,
+            pools,
+            learner_from(models.ref, train, st.encoder, device),
+            models.ref,
+            folder,
+            guide=make_guide(train, env, models.ref) if train.algorithm != 'ppo' else None,
+            surrogate=models.surrogate if train.dyna_iterations else None,
+            judge=judge,
+            seed=seed * 1000 + s,
+            device=device,
+            log=log,
+        )
+        T.train(iterations=iterations)
+        trainers.append(T)
+        log(
+            f"seed {s}: {T.iteration}/{train.iterations} iterations ({min(T.iteration, train.dyna_iterations)} in the surrogate) in {folder.name}"
+        )
     return trainers
 
 # %% ../nbs/13_experiments.ipynb #60fabddd
-def stage_eval(st, env, pools:AnchorPools, models:Models, trainers:list[Trainer], judge, reference:str, eval_seeds:int=1)->pd.DataFrame:
+def stage_eval(
+    st, env, pools: AnchorPools, models: Models, trainers: list[Trainer], judge, reference: str, eval_seeds: int = 1
+) -> pd.DataFrame:
     "One row per (method, episode) on the held-out anchors, proxy and judge utilities at start and end."
-    methods = [('random edits', None, -1), (f"pi_ref ({reference})", models.ref, -1)] + [('EAGLE agent', T.learner, s) for s, T in enumerate(trainers)]
+    methods = [('random edits', None, -1), (f"pi_ref ({reference})", models.ref, -1)] + [
+        ('EAGLE agent', T.learner, s) for s, T in enumerate(trainers)
+    ]
     A, U = pools.eval_anchors, pools.eval_users
     frames = []
     for e in range(eval_seeds):
         groups = [g for g in range(len(methods)) for _ in A]
-        f = rollout(env, PolicyMix([m[1] for m in methods], groups), A * len(methods), U * len(methods), seed=10_000 + e).frame()
-        f['method'] = [methods[g][0] for g in groups]; f['train_seed'] = [methods[g][2] for g in groups]; f['env_seed'] = e
+        f = rollout(
+            env, PolicyMix([m[1] for m in methods], groups), A * len(methods), U * len(methods), seed=10_000 + e
+        ).frame()
+        f['method'] = [methods[g][0] for g in groups]
+        f['train_seed'] = [methods[g][2] for g in groups]
+        f['env_seed'] = e
         frames.append(f)
     f = pd.concat(frames, ignore_index=True)
     users = torch.tensor(f['user'].tolist())
-    for when in ('start', 'end'): f[f'judge {when}'] = st.utility(judge.encode(list(f[f'text {when}'])), users)['total'].numpy()
+    for when in ('start', 'end'):
+        f[f'judge {when}'] = st.utility(judge.encode(list(f[f'text {when}'])), users)['total'].numpy()
     return f
 
-def paired_table(ev:pd.DataFrame, a:str, b:str, col:str='U end', seed:int=0)->dict:
+
+def paired_table(ev: pd.DataFrame, a: str, b: str, col: str = 'U end', seed: int = 0) -> dict:
     "Paired gain of method a over method b on their shared episodes, with a bootstrap interval over anchors."
     key = ['anchor', 'user', 'env_seed']
-    A = ev[ev.method == a][key + ['train_seed', col]]; B = ev[ev.method == b][key + [col]].drop_duplicates(key)
+    A = ev[ev.method == a][key + ['train_seed', col]]
+    B = ev[ev.method == b][key + [col]].drop_duplicates(key)
     m = A.merge(B, on=key, suffixes=('_a', '_b'))
     d = m[f'{col}_a'] - m[f'{col}_b']
     mu, lo, hi = cluster_bootstrap(d.to_numpy(), m['anchor'].to_numpy(), seed=seed)
     verdict = 'tie' if lo <= 0 <= hi else ('higher' if lo > 0 else 'lower')
-    return {'comparison': f"{a} vs {b}", 'measure': col, 'paired gain': mu, 'CI low': lo, 'CI high': hi, 'pairs': len(d), 'anchors': m.anchor.nunique(), 'verdict': verdict}
+    return {
+        'comparison': f"{a} vs {b}",
+        'measure': col,
+        'paired gain': mu,
+        'CI low': lo,
+        'CI high': hi,
+        'pairs': len(d),
+        'anchors': m.anchor.nunique(),
+        'verdict': verdict,
+    }

@@ -21,25 +21,33 @@ __all__ = ['LatentSpace', 'fit_als', 'split_ratings', 'rmse', 'evaluate_factoris
 # %% ../nbs/03_latent.ipynb #04a32498
 def _solve_side(rows, cols, y, c, F, n_rows, lam, budget=2**22):
     "Ridge-solve every row: min_x sum_j c_j (y_j - F[cols_j] x)^2 + lam * n_row * |x|^2, batched."
-    d = F.shape[1]; dev, dt = F.device, F.dtype
+    d = F.shape[1]
+    dev, dt = F.device, F.dtype
     counts = torch.bincount(rows, minlength=n_rows)
-    row_order = torch.argsort(counts, stable=True)                 # rows by ascending rating count
-    rank = torch.empty_like(row_order); rank[row_order] = torch.arange(n_rows, device=dev)
-    o = torch.argsort(rank[rows], stable=True)                      # ratings grouped by row, rows in count order
+    row_order = torch.argsort(counts, stable=True)  # rows by ascending rating count
+    rank = torch.empty_like(row_order)
+    rank[row_order] = torch.arange(n_rows, device=dev)
+    o = torch.argsort(rank[rows], stable=True)  # ratings grouped by row, rows in count order
     rk, cs, ys, ws = rank[rows][o], cols[o], y[o], c[o]
-    cnt = counts[row_order]; offs = torch.cat([cnt.new_zeros(1), cnt.cumsum(0)])
+    cnt = counts[row_order]
+    offs = torch.cat([cnt.new_zeros(1), cnt.cumsum(0)])
     pos = torch.arange(len(o), device=dev) - offs[rk]
     cnt_np, offs_np = cnt.cpu().numpy(), offs.cpu().numpy()
-    X = torch.zeros(n_rows, d, dtype=dt, device=dev); eye = torch.eye(d, dtype=dt, device=dev)
+    X = torch.zeros(n_rows, d, dtype=dt, device=dev)
+    eye = torch.eye(d, dtype=dt, device=dev)
     s = 0
-    while s < n_rows:                                                # buckets of similar length: little padding
+    while s < n_rows:  # buckets of similar length: little padding
         cand = np.arange(s + 1, n_rows + 1)
         ok = (cand - s) * np.maximum(cnt_np[cand - 1], 1) * d <= budget
         e = int(cand[ok].max()) if ok.any() else s + 1
-        b, L = e - s, max(int(cnt_np[e - 1]), 1); lo, hi = int(offs_np[s]), int(offs_np[e])
-        Fp = torch.zeros(b, L, d, dtype=dt, device=dev); wy = torch.zeros(b, L, 2, dtype=dt, device=dev)
+        b, L = e - s, max(int(cnt_np[e - 1]), 1)
+        lo, hi = int(offs_np[s]), int(offs_np[e])
+        Fp = torch.zeros(b, L, d, dtype=dt, device=dev)
+        wy = torch.zeros(b, L, 2, dtype=dt, device=dev)
         rr, pp = rk[lo:hi] - s, pos[lo:hi]
-        Fp[rr, pp] = F[cs[lo:hi]]; wy[rr, pp, 0] = ws[lo:hi]; wy[rr, pp, 1] = ys[lo:hi]
+        Fp[rr, pp] = F[cs[lo:hi]]
+        wy[rr, pp, 0] = ws[lo:hi]
+        wy[rr, pp, 1] = ys[lo:hi]
         Fw = Fp * wy[..., :1]
         A = Fw.transpose(1, 2) @ Fp + (lam * cnt[s:e].clamp(min=1).to(dt))[:, None, None] * eye
         rhs = (Fw * wy[..., 1:]).sum(1)
@@ -47,120 +55,182 @@ def _solve_side(rows, cols, y, c, F, n_rows, lam, budget=2**22):
         s = e
     return X
 
-def _index(x)->torch.Tensor:
+
+def _index(x) -> torch.Tensor:
     "Integer indices as a (copied, writable) int64 tensor."
     return x.long() if isinstance(x, torch.Tensor) else torch.from_numpy(np.array(x, dtype=np.int64))
+
 
 @dataclass
 class LatentSpace:
     "User and movie embeddings whose inner product is the predicted rating."
-    user_emb:torch.Tensor # (U, n) z_u = (p_u, 1, mu + b_u)
-    item_emb:torch.Tensor # (M, n) z_m = (q_m, b_m, 1)
-    user_ids:np.ndarray # (U,) the catalogue's original user ids, row order
-    item_ids:np.ndarray # (M,) the catalogue's original movie ids, row order
-    info:dict # hyper-parameters and training metrics
+
+    user_emb: torch.Tensor  # (U, n) z_u = (p_u, 1, mu + b_u)
+    item_emb: torch.Tensor  # (M, n) z_m = (q_m, b_m, 1)
+    user_ids: np.ndarray  # (U,) the catalogue's original user ids, row order
+    item_ids: np.ndarray  # (M,) the catalogue's original movie ids, row order
+    info: dict  # hyper-parameters and training metrics
 
     @property
-    def dim(self)->int: return self.item_emb.shape[1]
-    def predict(self, users, items)->torch.Tensor:
+    def dim(self) -> int:
+        return self.item_emb.shape[1]
+
+    def predict(self, users, items) -> torch.Tensor:
         "Predicted ratings <z_u, z_m> for index arrays `users`, `items`."
         return (self.user_emb[_index(users)] * self.item_emb[_index(items)]).sum(-1)
-    def __repr__(self): return f"LatentSpace({len(self.user_ids)} users x {len(self.item_ids)} movies in R^{self.dim}; {self.info.get('metrics', {})})"
+
+    def __repr__(self):
+        return f"LatentSpace({len(self.user_ids)} users x {len(self.item_ids)} movies in R^{self.dim}; {self.info.get('metrics', {})})"
 
 # %% ../nbs/03_latent.ipynb #6716151e
 def fit_als(
-    ratings:pd.DataFrame, # columns user, item (0-based), rating
-    n_users:int, # number of users (rows of the embedding)
-    n_items:int, # number of movies
-    k:int=16, # latent factors; the embedding dimension is k + 2
-    lam:float=0.2, # ridge strength, scaled by each row's rating count (ALS-WR)
-    iters:int=15, # ALS sweeps
-    alpha:float=0.0, # confidence weights c = 1 + alpha * rating (Hu et al. 2008); 0 gives c = 1
-    seed:int=0, # initialisation seed
-    device:str|None=None, # 'cpu', 'cuda', ...; CUDA when available by default
-    dtype:torch.dtype=torch.float64, # solve precision
-)->tuple[torch.Tensor, torch.Tensor]: # user and item embeddings, (U, k+2) and (M, k+2)
+    ratings: pd.DataFrame,  # columns user, item (0-based), rating
+    n_users: int,  # number of users (rows of the embedding)
+    n_items: int,  # number of movies
+    k: int = 16,  # latent factors; the embedding dimension is k + 2
+    lam: float = 0.2,  # ridge strength, scaled by each row's rating count (ALS-WR)
+    iters: int = 15,  # ALS sweeps
+    alpha: float = 0.0,  # confidence weights c = 1 + alpha * rating (Hu et al. 2008); 0 gives c = 1
+    seed: int = 0,  # initialisation seed
+    device: str | None = None,  # 'cpu', 'cuda', ...; CUDA when available by default
+    dtype: torch.dtype = torch.float64,  # solve precision
+) -> tuple[torch.Tensor, torch.Tensor]:  # user and item embeddings, (U, k+2) and (M, k+2)
     "Weighted ALS for the biased factor model, returned as exact inner-product embeddings."
-    dev = default_device(device); g = seed_everything(seed)
-    u = torch.tensor(ratings.user.to_numpy(np.int64), device=dev); i = torch.tensor(ratings.item.to_numpy(np.int64), device=dev)
+    dev = default_device(device)
+    g = seed_everything(seed)
+    u = torch.tensor(ratings.user.to_numpy(np.int64), device=dev)
+    i = torch.tensor(ratings.item.to_numpy(np.int64), device=dev)
     r = torch.tensor(ratings.rating.to_numpy(np.float64), dtype=dtype, device=dev)
-    if len(r) == 0: raise ValueError("no ratings to factorise")
+    if len(r) == 0:
+        raise ValueError("no ratings to factorise")
     c = 1 + alpha * r
     mu = float((c * r).sum() / c.sum())
-    P = (0.1 * torch.randn(n_users, k, generator=g, dtype=dtype)).to(dev); bu = torch.zeros(n_users, dtype=dtype, device=dev)
-    Q = (0.1 * torch.randn(n_items, k, generator=g, dtype=dtype)).to(dev); bi = torch.zeros(n_items, dtype=dtype, device=dev)
-    ones_u = torch.ones(n_users, 1, dtype=dtype, device=dev); ones_i = torch.ones(n_items, 1, dtype=dtype, device=dev)
+    P = (0.1 * torch.randn(n_users, k, generator=g, dtype=dtype)).to(dev)
+    bu = torch.zeros(n_users, dtype=dtype, device=dev)
+    Q = (0.1 * torch.randn(n_items, k, generator=g, dtype=dtype)).to(dev)
+    bi = torch.zeros(n_items, dtype=dtype, device=dev)
+    ones_u = torch.ones(n_users, 1, dtype=dtype, device=dev)
+    ones_i = torch.ones(n_items, 1, dtype=dtype, device=dev)
     for _ in range(iters):
-        X = _solve_side(u, i, r - mu - bi[i], c, torch.cat([Q, ones_i], 1), n_users, lam); P, bu = X[:, :k], X[:, k]
-        X = _solve_side(i, u, r - mu - bu[u], c, torch.cat([P, ones_u], 1), n_items, lam); Q, bi = X[:, :k], X[:, k]
-    Zu = torch.cat([P, ones_u, (mu + bu)[:, None]], 1); Zm = torch.cat([Q, bi[:, None], ones_i], 1)
+        X = _solve_side(u, i, r - mu - bi[i], c, torch.cat([Q, ones_i], 1), n_users, lam)
+        P, bu = X[:, :k], X[:, k]
+        X = _solve_side(i, u, r - mu - bu[u], c, torch.cat([P, ones_u], 1), n_items, lam)
+        Q, bi = X[:, :k], X[:, k]
+    Zu = torch.cat([P, ones_u, (mu + bu)[:, None]], 1)
+    Zm = torch.cat([Q, bi[:, None], ones_i], 1)
     return Zu.float().cpu(), Zm.float().cpu()
 
 # %% ../nbs/03_latent.ipynb #232d739d
 def split_ratings(
-    ratings:pd.DataFrame, # the catalogue's ratings
-    test_frac:float=0.1, # held-out share
-    seed:int=0, # split seed
-)->tuple[pd.DataFrame, pd.DataFrame]:
+    ratings: pd.DataFrame,  # the catalogue's ratings
+    test_frac: float = 0.1,  # held-out share
+    seed: int = 0,  # split seed
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     "A seeded random train/test split of ratings."
     rng = np.random.default_rng(seed)
     mask = rng.random(len(ratings)) < test_frac
     return ratings[~mask].reset_index(drop=True), ratings[mask].reset_index(drop=True)
 
-def rmse(pred, target)->float:
+
+def rmse(pred, target) -> float:
     "Root mean squared error."
     pred, target = torch.as_tensor(pred, dtype=torch.float64), torch.as_tensor(target, dtype=torch.float64)
     return float(((pred - target) ** 2).mean().sqrt())
 
+
 def evaluate_factorisation(
-    cat:Catalog, # the catalogue
-    k:int=16, lam:float=0.2, iters:int=15, alpha:float=0.0, # see `fit_als`
-    test_frac:float=0.1, seed:int=0, device:str|None=None,
-    bias_lam:float=0.05, # the bias baseline's own (tuned) ridge strength
-)->dict:
+    cat: Catalog,  # the catalogue
+    k: int = 16,
+    lam: float = 0.2,
+    iters: int = 15,
+    alpha: float = 0.0,  # see `fit_als`
+    test_frac: float = 0.1,
+    seed: int = 0,
+    device: str | None = None,
+    bias_lam: float = 0.05,  # the bias baseline's own (tuned) ridge strength
+) -> dict:
     "Held-out RMSE of the factor model against the global-mean and bias baselines."
     tr, te = split_ratings(cat.ratings, test_frac, seed)
     target = te.rating.to_numpy(np.float64)
     out = {'global_mean': rmse(np.full(len(te), tr.rating.mean()), target)}
     for name, kk, ll in [('bias', 0, bias_lam), ('als', k, lam)]:
-        t0 = time.time(); Zu, Zm = fit_als(tr, cat.n_users, cat.n_items, k=kk, lam=ll, iters=iters, alpha=alpha, seed=seed, device=device)
+        t0 = time.time()
+        Zu, Zm = fit_als(
+            tr, cat.n_users, cat.n_items, k=kk, lam=ll, iters=iters, alpha=alpha, seed=seed, device=device
+        )
         pred = (Zu[_index(te.user)] * Zm[_index(te.item)]).sum(-1).clamp(0.5, 5.0)
-        out[name] = rmse(pred, target); out[f'{name}_seconds'] = time.time() - t0
+        out[name] = rmse(pred, target)
+        out[f'{name}_seconds'] = time.time() - t0
     return out
 
 # %% ../nbs/03_latent.ipynb #9f4d64b0
 def build_latent(
-    cat:Catalog, # the catalogue
-    k:int=16, lam:float=0.2, iters:int=15, alpha:float=0.0, seed:int=0, device:str|None=None, # see `fit_als`
-    evaluate:bool=True, # also measure held-out RMSE vs baselines (costs two more fits)
-)->LatentSpace:
+    cat: Catalog,  # the catalogue
+    k: int = 16,
+    lam: float = 0.2,
+    iters: int = 15,
+    alpha: float = 0.0,
+    seed: int = 0,
+    device: str | None = None,  # see `fit_als`
+    evaluate: bool = True,  # also measure held-out RMSE vs baselines (costs two more fits)
+) -> LatentSpace:
     "Fit the latent space of a catalogue on all its ratings."
     t0 = time.time()
-    Zu, Zm = fit_als(cat.ratings, cat.n_users, cat.n_items, k=k, lam=lam, iters=iters, alpha=alpha, seed=seed, device=device)
-    info = {'catalog': cat.name, 'k': k, 'lam': lam, 'iters': iters, 'alpha': alpha, 'seed': seed, 'fit_seconds': time.time() - t0}
-    if evaluate: info['metrics'] = {key: round(v, 4) for key, v in evaluate_factorisation(cat, k, lam, iters, alpha, seed=seed, device=device).items() if 'seconds' not in key}
+    Zu, Zm = fit_als(
+        cat.ratings, cat.n_users, cat.n_items, k=k, lam=lam, iters=iters, alpha=alpha, seed=seed, device=device
+    )
+    info = {
+        'catalog': cat.name,
+        'k': k,
+        'lam': lam,
+        'iters': iters,
+        'alpha': alpha,
+        'seed': seed,
+        'fit_seconds': time.time() - t0,
+    }
+    if evaluate:
+        info['metrics'] = {
+            key: round(v, 4)
+            for key, v in evaluate_factorisation(cat, k, lam, iters, alpha, seed=seed, device=device).items()
+            if 'seconds' not in key
+        }
     return LatentSpace(Zu, Zm, cat.users.user_id.to_numpy(), cat.movies.movie_id.to_numpy(), info)
 
 # %% ../nbs/03_latent.ipynb #dee378c4
-def save_latent(ls:LatentSpace, path:str|Path)->Path:
+def save_latent(ls: LatentSpace, path: str | Path) -> Path:
     "Save a latent space atomically as safetensors (embeddings, ids, info)."
-    data = st_save({'user_emb': ls.user_emb.contiguous(), 'item_emb': ls.item_emb.contiguous(),
-                    'user_ids': torch.as_tensor(ls.user_ids.astype(np.int64)), 'item_ids': torch.as_tensor(ls.item_ids.astype(np.int64))},
-                   metadata={'info': json.dumps(ls.info)})
+    data = st_save(
+        {
+            'user_emb': ls.user_emb.contiguous(),
+            'item_emb': ls.item_emb.contiguous(),
+            'user_ids': torch.as_tensor(ls.user_ids.astype(np.int64)),
+            'item_ids': torch.as_tensor(ls.item_ids.astype(np.int64)),
+        },
+        metadata={'info': json.dumps(ls.info)},
+    )
     return atomic_write_bytes(path, data)
 
+
 def load_latent(
-    path:str|Path, # a file written by `save_latent`
-    cat:Catalog|None=None, # if given, the ids must match its users and movies
-)->LatentSpace:
+    path: str | Path,  # a file written by `save_latent`
+    cat: Catalog | None = None,  # if given, the ids must match its users and movies
+) -> LatentSpace:
     "Load a latent space, optionally checking it against a catalogue."
     path = Path(path)
-    if not path.exists(): raise FileNotFoundError(f"no latent space at {path}")
+    if not path.exists():
+        raise FileNotFoundError(f"no latent space at {path}")
     raw = path.read_bytes()
     from safetensors import safe_open
+
     t = st_load(raw)
-    with safe_open(str(path), 'pt') as f: info = json.loads(f.metadata().get('info', '{}'))
+    with safe_open(str(path), 'pt') as f:
+        info = json.loads(f.metadata().get('info', '{}'))
     ls = LatentSpace(t['user_emb'], t['item_emb'], t['user_ids'].numpy(), t['item_ids'].numpy(), info)
-    if cat is not None and (not np.array_equal(ls.item_ids, cat.movies.movie_id.to_numpy()) or not np.array_equal(ls.user_ids, cat.users.user_id.to_numpy())):
-        raise ValueError(f"{path} was built for another catalogue ({info.get('catalog')}): its ids do not match {cat.name}")
+    if cat is not None and (
+        not np.array_equal(ls.item_ids, cat.movies.movie_id.to_numpy())
+        or not np.array_equal(ls.user_ids, cat.users.user_id.to_numpy())
+    ):
+        raise ValueError(
+            f"{path} was built for another catalogue ({info.get('catalog')}): its ids do not match {cat.name}"
+        )
     return ls

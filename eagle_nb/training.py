@@ -16,8 +16,20 @@ from tqdm.auto import tqdm
 from .core import kl_categorical, gae_advantages, guided_masks
 from .utils import atomic_write_bytes, stable_hash, cache_dir, default_device
 from .environment import candidate_features
-from .policy import EmbeddingPolicy, LMPolicy, PolicyOut, masked_log_softmax, collect_states, reference_targets, fit_reference, rollout, Episodes
-if TYPE_CHECKING: from eagle_nb.stack import Stack
+from eagle_nb.policy import (
+    EmbeddingPolicy,
+    LMPolicy,
+    PolicyOut,
+    masked_log_softmax,
+    collect_states,
+    reference_targets,
+    fit_reference,
+    rollout,
+    Episodes,
+)
+
+if TYPE_CHECKING:
+    from eagle_nb.stack import Stack
 
 # %% auto #0
 __all__ = ['ALGORITHMS', 'TrainConfig', 'frozen_copy', 'MyopicOracle', 'phase_algorithm', 'Batch', 'collect', 'batch_losses',
@@ -27,98 +39,154 @@ __all__ = ['ALGORITHMS', 'TrainConfig', 'frozen_copy', 'MyopicOracle', 'phase_al
 # %% ../nbs/10_training.ipynb #16847e69
 ALGORITHMS = ('ppo', 'ppo++', 'aggrevated', 'lols', 'd2lols')
 
+
 @dataclass
 class TrainConfig:
     "Settings of agent training (see 10_training)."
-    algorithm:str = 'ppo' # 'ppo' (unguided), 'ppo++', 'aggrevated', 'lols' or 'd2lols'
-    policy:str = 'embedding' # 'embedding' (light, CPU) or 'lm' (the paper's form: a causal LM scores each edit)
-    state:str = 'latent' # what the embedding policy reads of a state: 'latent' (E_D(x): also in the surrogate) or 'text'
-    lm_model:str = 'smollm2' # the policy LM for policy='lm' ('smollm2', 'tiny' or a folder)
-    lm_train_layers:int = 2 # top transformer blocks of the LM policy that are trained
-    reference:str = 'G-optimal' # pi_ref's pre-training target: 'uniform', 'optimistic' or 'G-optimal'
-    guide:str = 'reference' # the frozen guide of guided algorithms: 'reference' (pi_ref) or 'oracle' (myopic best next-step utility)
-    iterations:int = 24 # policy updates in total
-    dyna_iterations:int = 20 # the first of them collected in the surrogate environment (12_surrogate); 0: all in the real one
-    episodes:int = 16 # trajectories per iteration (per process)
-    epochs:int = 2 # passes over each batch (1 and clip=0: REINFORCE)
-    minibatch:int = 16 # trajectories per gradient step
-    grad_accum:int = 1 # minibatches accumulated per optimiser step
-    lr:float = 1e-3; weight_decay:float = 0.0
-    alpha:float = 0.05 # KL coefficient
-    gamma:float = 1.0; lam:float = 0.95 # discount and GAE lambda
-    clip:float = 0.2 # PPO ratio clipping (0: no clipping)
-    whiten:bool = True # normalise advantages per batch
-    value_coef:float = 0.5 # weight of the critic's loss
-    beta:float = 0.5 # probability that an episode is guided (PPO++ roll-in / AggreVaTeD roll-out / LOLS mixture)
-    tau:int = 10 # LOLS: probability tau/100 of a PPO++ iteration; D2LOLS: AggreVaTeD for the first tau iterations, then PPO++
-    temperature:float = 1.0 # softmax temperature of the policies
-    hidden:int = 64 # width of the embedding policy
-    design_k:int = 2 # G-optimal action-set size of the reference target
-    n_train_anchors:int = 12; n_eval_anchors:int = 10 # anchor pools (train / held-out split of the encoder)
-    ref_depth:int = 1 # steps of random rollouts whose states pre-train pi_ref (their candidates' transitions are simulated)
-    ref_epochs:int = 30 # pre-training epochs of pi_ref
-    eval_every:int = 0 # held-out evaluation every this many iterations (0: only by the caller)
-    eval_seeds:int = 1 # environment seeds of held-out evaluations
-    checkpoint_every:int = 4 # iterations between checkpoints
-    mixed_precision:str = 'auto' # 'no', 'bf16' or 'auto' (bf16 on a capable GPU)
+
+    algorithm: str = 'ppo'  # 'ppo' (unguided), 'ppo++', 'aggrevated', 'lols' or 'd2lols'
+    policy: str = 'embedding'  # 'embedding' (light, CPU) or 'lm' (the paper's form: a causal LM scores each edit)
+    # what the embedding policy reads of a state: 'latent' (E_D(x): also in the surrogate) or 'text'
+    state: str = 'latent'
+    lm_model: str = 'smollm2'  # the policy LM for policy='lm' ('smollm2', 'tiny' or a folder)
+    lm_train_layers: int = 2  # top transformer blocks of the LM policy that are trained
+    reference: str = 'G-optimal'  # pi_ref's pre-training target: 'uniform', 'optimistic' or 'G-optimal'
+    # the frozen guide of guided algorithms: 'reference' (pi_ref) or 'oracle' (myopic best next-step utility)
+    guide: str = 'reference'
+    iterations: int = 24  # policy updates in total
+    # the first of them collected in the surrogate environment (12_surrogate); 0: all in the real one
+    dyna_iterations: int = 20
+    episodes: int = 16  # trajectories per iteration (per process)
+    epochs: int = 2  # passes over each batch (1 and clip=0: REINFORCE)
+    minibatch: int = 16  # trajectories per gradient step
+    grad_accum: int = 1  # minibatches accumulated per optimiser step
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    alpha: float = 0.05  # KL coefficient
+    gamma: float = 1.0
+    lam: float = 0.95  # discount and GAE lambda
+    clip: float = 0.2  # PPO ratio clipping (0: no clipping)
+    whiten: bool = True  # normalise advantages per batch
+    value_coef: float = 0.5  # weight of the critic's loss
+    beta: float = 0.5  # probability that an episode is guided (PPO++ roll-in / AggreVaTeD roll-out / LOLS mixture)
+    # LOLS: probability tau/100 of a PPO++ iteration; D2LOLS: AggreVaTeD for the first tau iterations, then PPO++
+    tau: int = 10
+    temperature: float = 1.0  # softmax temperature of the policies
+    hidden: int = 64  # width of the embedding policy
+    design_k: int = 2  # G-optimal action-set size of the reference target
+    n_train_anchors: int = 12
+    n_eval_anchors: int = 10  # anchor pools (train / held-out split of the encoder)
+    # steps of random rollouts whose states pre-train pi_ref (their candidates' transitions are simulated)
+    ref_depth: int = 1
+    ref_epochs: int = 30  # pre-training epochs of pi_ref
+    eval_every: int = 0  # held-out evaluation every this many iterations (0: only by the caller)
+    eval_seeds: int = 1  # environment seeds of held-out evaluations
+    checkpoint_every: int = 4  # iterations between checkpoints
+    mixed_precision: str = 'auto'  # 'no', 'bf16' or 'auto' (bf16 on a capable GPU)
+
     def __post_init__(self):
-        if self.algorithm not in ALGORITHMS: raise ValueError(f"algorithm must be one of {ALGORITHMS}, got {self.algorithm!r}")
-        if self.policy not in ('embedding', 'lm'): raise ValueError("policy must be 'embedding' or 'lm'")
-        if self.state not in ('latent', 'text'): raise ValueError("state must be 'latent' or 'text'")
-        if self.reference not in ('uniform', 'optimistic', 'G-optimal'): raise ValueError("reference must be 'uniform', 'optimistic' or 'G-optimal'")
-        if self.guide not in ('reference', 'oracle'): raise ValueError("guide must be 'reference' or 'oracle'")
-        if self.mixed_precision not in ('no', 'bf16', 'auto'): raise ValueError("mixed_precision must be 'no', 'bf16' or 'auto'")
-        for k in ('iterations', 'episodes', 'epochs', 'minibatch', 'grad_accum', 'n_train_anchors', 'n_eval_anchors', 'checkpoint_every', 'eval_seeds', 'ref_depth'):
-            if getattr(self, k) < 1: raise ValueError(f"{k} must be >= 1, got {getattr(self, k)}")
-        if not 0 <= self.dyna_iterations <= self.iterations: raise ValueError("dyna_iterations must be in 0..iterations")
-        if not 0 <= self.beta <= 1: raise ValueError(f"beta must be in [0, 1], got {self.beta}")
-        if self.alpha < 0 or self.clip < 0 or self.lr <= 0 or self.eval_every < 0: raise ValueError("alpha, clip and eval_every must be >= 0 and lr > 0")
+        if self.algorithm not in ALGORITHMS:
+            raise ValueError(f"algorithm must be one of {ALGORITHMS}, got {self.algorithm!r}")
+        if self.policy not in ('embedding', 'lm'):
+            raise ValueError("policy must be 'embedding' or 'lm'")
+        if self.state not in ('latent', 'text'):
+            raise ValueError("state must be 'latent' or 'text'")
+        if self.reference not in ('uniform', 'optimistic', 'G-optimal'):
+            raise ValueError("reference must be 'uniform', 'optimistic' or 'G-optimal'")
+        if self.guide not in ('reference', 'oracle'):
+            raise ValueError("guide must be 'reference' or 'oracle'")
+        if self.mixed_precision not in ('no', 'bf16', 'auto'):
+            raise ValueError("mixed_precision must be 'no', 'bf16' or 'auto'")
+        for k in (
+            'iterations',
+            'episodes',
+            'epochs',
+            'minibatch',
+            'grad_accum',
+            'n_train_anchors',
+            'n_eval_anchors',
+            'checkpoint_every',
+            'eval_seeds',
+            'ref_depth',
+        ):
+            if getattr(self, k) < 1:
+                raise ValueError(f"{k} must be >= 1, got {getattr(self, k)}")
+        if not 0 <= self.dyna_iterations <= self.iterations:
+            raise ValueError("dyna_iterations must be in 0..iterations")
+        if not 0 <= self.beta <= 1:
+            raise ValueError(f"beta must be in [0, 1], got {self.beta}")
+        if self.alpha < 0 or self.clip < 0 or self.lr <= 0 or self.eval_every < 0:
+            raise ValueError("alpha, clip and eval_every must be >= 0 and lr > 0")
 
 # %% ../nbs/10_training.ipynb #29fb04e1
-def frozen_copy(policy:torch.nn.Module)->torch.nn.Module:
+def frozen_copy(policy: torch.nn.Module) -> torch.nn.Module:
     "A deep, gradient-free copy of a policy: a guide or reference that later updates cannot change."
     g = copy.deepcopy(policy).eval()
-    for p in g.parameters(): p.requires_grad_(False)
+    for p in g.parameters():
+        p.requires_grad_(False)
     return g
+
 
 class MyopicOracle:
     "Guide that takes the candidate with the best next-step utility (ties and near-ties by a sharp softmax)."
-    def __init__(self, env, # the environment whose current states are being acted in
-                 mode:str='transition', # features: 'transition' (sampled next states) or 'proxy'
-                 sharpness:float=1e-3): # softmax temperature on utilities
+
+    def __init__(
+        self,
+        env,  # the environment whose current states are being acted in
+        mode: str = 'transition',  # features: 'transition' (sampled next states) or 'proxy'
+        sharpness: float = 1e-3,
+    ):  # softmax temperature on utilities
         self.env, self.mode, self.sharpness = env, mode, sharpness
-    def __call__(self, obs:list[dict], cands:list[list[str]])->PolicyOut:
-        if len(obs) != len(self.env.states): raise ValueError("the oracle acts on all of the environment's current states")
+
+    def __call__(self, obs: list[dict], cands: list[list[str]]) -> PolicyOut:
+        if len(obs) != len(self.env.states):
+            raise ValueError("the oracle acts on all of the environment's current states")
         Z = candidate_features(self.env, self.mode, n_samples=1)
-        U = [self.env.utility(s.z[None] + z, torch.full((len(z),), s.user))['total'] for s, z in zip(self.env.states, Z)]
-        K = max(map(len, cands)); S = torch.stack([torch.nn.functional.pad(u, (0, K - len(u))) for u in U])
+        U = [
+            self.env.utility(s.z[None] + z, torch.full((len(z),), s.user))['total']
+            for s, z in zip(self.env.states, Z)
+        ]
+        K = max(map(len, cands))
+        S = torch.stack([torch.nn.functional.pad(u, (0, K - len(u))) for u in U])
         return PolicyOut(masked_log_softmax(S, [len(c) for c in cands], self.sharpness), torch.zeros(len(obs)))
 
 # %% ../nbs/10_training.ipynb #6e4faad2
-def phase_algorithm(algorithm:str, iteration:int, tau:int, rng:np.random.Generator)->str:
+def phase_algorithm(algorithm: str, iteration: int, tau: int, rng: np.random.Generator) -> str:
     "The masking algorithm ('ppo', 'ppo++' or 'aggrevated') used at one iteration."
-    if algorithm == 'lols': return 'ppo++' if rng.random() < tau / 100 else 'aggrevated'
-    if algorithm == 'd2lols': return 'aggrevated' if iteration < tau else 'ppo++'
+    if algorithm == 'lols':
+        return 'ppo++' if rng.random() < tau / 100 else 'aggrevated'
+    if algorithm == 'd2lols':
+        return 'aggrevated' if iteration < tau else 'ppo++'
     return algorithm
+
 
 @dataclass
 class Batch:
     "A batch of B episodes of H steps, flattened state-major as (episode, step)."
-    obs:list; cands:list # B*H observations and candidate sets
-    actions:torch.Tensor # (B, H) chosen candidate indices
-    old_logp:torch.Tensor # (B, H) learner log-probability of the chosen action at collection time
-    rewards:torch.Tensor # (B, H) environment rewards
-    pg_mask:torch.Tensor; v_mask:torch.Tensor; guide_acts:torch.Tensor # (B, H) bool
-    start_U:torch.Tensor; end_U:torch.Tensor # (B,) utility at step 0 and H
-    algorithm:str = 'ppo'
+
+    obs: list
+    cands: list  # B*H observations and candidate sets
+    actions: torch.Tensor  # (B, H) chosen candidate indices
+    old_logp: torch.Tensor  # (B, H) learner log-probability of the chosen action at collection time
+    rewards: torch.Tensor  # (B, H) environment rewards
+    pg_mask: torch.Tensor
+    v_mask: torch.Tensor
+    guide_acts: torch.Tensor  # (B, H) bool
+    start_U: torch.Tensor
+    end_U: torch.Tensor  # (B,) utility at step 0 and H
+    algorithm: str = 'ppo'
+
 
 def collect(
-    env, policy, # environment and learner
-    guide, # frozen guide (obs, cands) -> PolicyOut, or None
-    anchors:list[int], users:list[int],
-    algorithm:str, # 'ppo', 'ppo++' or 'aggrevated' (after `phase_algorithm`)
-    beta:float, seed:int,
-)->tuple[Batch, Episodes]:
+    env,
+    policy,  # environment and learner
+    guide,  # frozen guide (obs, cands) -> PolicyOut, or None
+    anchors: list[int],
+    users: list[int],
+    algorithm: str,  # 'ppo', 'ppo++' or 'aggrevated' (after `phase_algorithm`)
+    beta: float,
+    seed: int,
+) -> tuple[Batch, Episodes]:
     "Roll out B episodes with the learner, the guide taking over where the algorithm's masks say (one `rollout`)."
     H, B = env.horizon, len(anchors)
     rng = np.random.default_rng(seed)
@@ -129,238 +197,465 @@ def collect(
     guide_acts, pg_mask, v_mask = guided_masks(algorithm, H, h)
     ep = rollout(env, policy, anchors, users, seed=seed, guide=guide, guide_steps=guide_acts)
     flat = lambda rows: [x for row in rows for x in row]
-    return Batch(flat(ep.obs), flat(ep.cands), ep.actions, ep.logp, ep.rewards, pg_mask, v_mask, guide_acts, ep.U[:, 0], ep.U[:, -1], algorithm), ep
+    return (
+        Batch(
+            flat(ep.obs),
+            flat(ep.cands),
+            ep.actions,
+            ep.logp,
+            ep.rewards,
+            pg_mask,
+            v_mask,
+            guide_acts,
+            ep.U[:, 0],
+            ep.U[:, -1],
+            algorithm,
+        ),
+        ep,
+    )
 
 # %% ../nbs/10_training.ipynb #c82bed4a
 def batch_losses(
-    policy, ref, batch:Batch, idx:list[int], # the episodes of this minibatch
-    cfg:TrainConfig,
-)->tuple[torch.Tensor, dict]:
+    policy,
+    ref,
+    batch: Batch,
+    idx: list[int],  # the episodes of this minibatch
+    cfg: TrainConfig,
+) -> tuple[torch.Tensor, dict]:
     "The loss of one minibatch and its diagnostics."
-    H = batch.actions.shape[1]; flat = [i * H + t for i in idx for t in range(H)]
+    H = batch.actions.shape[1]
+    flat = [i * H + t for i in idx for t in range(H)]
     obs, cands = [batch.obs[j] for j in flat], [batch.cands[j] for j in flat]
     out = policy(obs, cands)
-    with torch.no_grad(): ref_lp = ref(obs, cands).logp.to(out.logp.device)
-    dev = out.logp.device; B = len(idx)
+    with torch.no_grad():
+        ref_lp = ref(obs, cands).logp.to(out.logp.device)
+    dev = out.logp.device
+    B = len(idx)
     logp, value = out.logp.float(), out.value.float().view(B, H)
     kl = kl_categorical(logp, ref_lp.float()).view(B, H)
-    a = batch.actions[idx].to(dev); lp_a = logp.gather(1, a.view(-1, 1)).view(B, H)
+    a = batch.actions[idx].to(dev)
+    lp_a = logp.gather(1, a.view(-1, 1)).view(B, H)
     pg, vm = batch.pg_mask[idx].to(dev), batch.v_mask[idx].to(dev)
     r = batch.rewards[idx].to(dev) - cfg.alpha * kl.detach() * pg
     adv, ret = gae_advantages(r, value.detach(), cfg.gamma, cfg.lam)
-    if cfg.whiten and pg.sum() > 1: adv = (adv - adv[pg].mean()) / (adv[pg].std() + 1e-8)
+    if cfg.whiten and pg.sum() > 1:
+        adv = (adv - adv[pg].mean()) / (adv[pg].std() + 1e-8)
     ratio = (lp_a - batch.old_logp[idx].to(dev)).exp()
     surr = ratio * adv if cfg.clip == 0 else torch.min(ratio * adv, ratio.clamp(1 - cfg.clip, 1 + cfg.clip) * adv)
     n_pg, n_v = pg.sum().clamp_min(1), vm.sum().clamp_min(1)
-    l_pg = -(surr * pg).sum() / n_pg; l_kl = cfg.alpha * (kl * pg).sum() / n_pg
+    l_pg = -(surr * pg).sum() / n_pg
+    l_kl = cfg.alpha * (kl * pg).sum() / n_pg
     l_v = cfg.value_coef * (((value - ret) ** 2) * vm).sum() / n_v
     loss = l_pg + l_kl + l_v
-    if not torch.isfinite(loss): raise FloatingPointError("non-finite loss: check the rewards and the policy's outputs")
+    if not torch.isfinite(loss):
+        raise FloatingPointError("non-finite loss: check the rewards and the policy's outputs")
     with torch.no_grad():
-        diag = {'loss_pg': l_pg.item(), 'kl': ((kl * pg).sum() / n_pg).item(), 'loss_v': l_v.item(), 'entropy': out.entropy().mean().item(),
-                'clip_frac': ((((ratio - 1).abs() > cfg.clip) & pg).sum() / n_pg).item() if cfg.clip else 0.0}
+        diag = {
+            'loss_pg': l_pg.item(),
+            'kl': ((kl * pg).sum() / n_pg).item(),
+            'loss_v': l_v.item(),
+            'entropy': out.entropy().mean().item(),
+            'clip_frac': ((((ratio - 1).abs() > cfg.clip) & pg).sum() / n_pg).item() if cfg.clip else 0.0,
+        }
     return loss, diag
 
 # %% ../nbs/10_training.ipynb #1737a8bc
-def _rng_state()->dict:
-    return {'python': random.getstate(), 'numpy': np.random.get_state(), 'torch': torch.get_rng_state(),
-            'cuda': torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+def _rng_state() -> dict:
+    return {
+        'python': random.getstate(),
+        'numpy': np.random.get_state(),
+        'torch': torch.get_rng_state(),
+        'cuda': torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
 
-def _set_rng_state(s:dict):
-    random.setstate(s['python']); np.random.set_state(s['numpy']); torch.set_rng_state(s['torch'])
-    if s.get('cuda') and torch.cuda.is_available(): torch.cuda.set_rng_state_all(s['cuda'])
 
-def save_checkpoint(path:str|Path, state:dict)->Path:
+def _set_rng_state(s: dict):
+    random.setstate(s['python'])
+    np.random.set_state(s['numpy'])
+    torch.set_rng_state(s['torch'])
+    if s.get('cuda') and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(s['cuda'])
+
+
+def save_checkpoint(path: str | Path, state: dict) -> Path:
     "Write a checkpoint atomically: readers see the previous file or the complete new one."
-    buf = io.BytesIO(); torch.save(state, buf); return atomic_write_bytes(path, buf.getvalue())
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    return atomic_write_bytes(path, buf.getvalue())
 
-def load_checkpoint(path:str|Path)->dict:
+
+def load_checkpoint(path: str | Path) -> dict:
     "Read a checkpoint written by `save_checkpoint`."
-    try: return torch.load(Path(path), map_location='cpu', weights_only=False)
-    except Exception as e: raise RuntimeError(f"checkpoint {path} is unreadable: {e}") from None
+    try:
+        return torch.load(Path(path), map_location='cpu', weights_only=False)
+    except Exception as e:
+        raise RuntimeError(f"checkpoint {path} is unreadable: {e}") from None
 
 # %% ../nbs/10_training.ipynb #a5f36ac0
-def make_policy(cfg:TrainConfig, encoder, device=None)->torch.nn.Module:
+def make_policy(cfg: TrainConfig, encoder, device=None) -> torch.nn.Module:
     "A fresh policy of the configured class (for the embedding policy, `encoder` gives the sentence embeddings and the latent size)."
     if cfg.policy == 'lm':
-        return LMPolicy.from_pretrained(cfg.lm_model, device=str(default_device(device)), temperature=cfg.temperature, train_layers=cfg.lm_train_layers)
+        return LMPolicy.from_pretrained(
+            cfg.lm_model,
+            device=str(default_device(device)),
+            temperature=cfg.temperature,
+            train_layers=cfg.lm_train_layers,
+        )
     dim = encoder.sentence_embed(['x']).shape[1]
     zdim = encoder.out_dim if cfg.state == 'latent' else None
-    return EmbeddingPolicy(encoder.sentence_embed, dim, hidden=cfg.hidden, temperature=cfg.temperature, latent_dim=zdim).to(default_device(device))
+    return EmbeddingPolicy(
+        encoder.sentence_embed, dim, hidden=cfg.hidden, temperature=cfg.temperature, latent_dim=zdim
+    ).to(default_device(device))
+
 
 @dataclass
 class AnchorPools:
     "Training and held-out anchors, each with the viewer its episodes are written for."
-    train_anchors:list[int]; train_users:list[int]
-    eval_anchors:list[int]; eval_users:list[int]
 
-def anchor_pools(st:Stack, cfg:TrainConfig, seed:int)->AnchorPools:
+    train_anchors: list[int]
+    train_users: list[int]
+    eval_anchors: list[int]
+    eval_users: list[int]
+
+
+def anchor_pools(st: Stack, cfg: TrainConfig, seed: int) -> AnchorPools:
     "Training anchors (encoder train split) and held-out anchors (its test split), each with a user."
     rng = np.random.default_rng([seed, 17])
     tr = rng.choice(st.train_idx, min(cfg.n_train_anchors, len(st.train_idx)), replace=False).tolist()
     te = rng.choice(st.test_idx, min(cfg.n_eval_anchors, len(st.test_idx)), replace=False).tolist()
-    return AnchorPools([int(a) for a in tr], [int(u) for u in rng.integers(st.cat.n_users, size=len(tr))],
-                       [int(a) for a in te], [int(u) for u in rng.integers(st.cat.n_users, size=len(te))])
+    return AnchorPools(
+        [int(a) for a in tr],
+        [int(u) for u in rng.integers(st.cat.n_users, size=len(tr))],
+        [int(a) for a in te],
+        [int(u) for u in rng.integers(st.cat.n_users, size=len(te))],
+    )
 
-def pretrain_reference(cfg:TrainConfig, env, pools:AnchorPools, encoder, seed:int, device=None, cache:bool=True, log=print,
-                       data:list|None=None, # states already collected by `collect_states` on these anchors (collected here when None)
-                       )->torch.nn.Module:
+
+def pretrain_reference(
+    cfg: TrainConfig,
+    env,
+    pools: AnchorPools,
+    encoder,
+    seed: int,
+    device=None,
+    cache: bool = True,
+    log=print,
+    data: list | None = None,  # states already collected by `collect_states` on these anchors (collected here when None)
+) -> torch.nn.Module:
     "pi_ref: a policy pre-trained on the configured target over states of the training anchors (cached on disk), frozen."
-    key = stable_hash('ref-v2', cfg.policy, cfg.state, cfg.lm_model, cfg.reference, cfg.hidden, cfg.design_k, cfg.ref_epochs, cfg.ref_depth,
-                      cfg.temperature, seed, pools.train_anchors, pools.train_users, asdict(env.cfg), env.llm.model_id if env.llm is not None else None,
-                      stable_hash(env.texts))
+    key = stable_hash(
+        'ref-v2',
+        cfg.policy,
+        cfg.state,
+        cfg.lm_model,
+        cfg.reference,
+        cfg.hidden,
+        cfg.design_k,
+        cfg.ref_epochs,
+        cfg.ref_depth,
+        cfg.temperature,
+        seed,
+        pools.train_anchors,
+        pools.train_users,
+        asdict(env.cfg),
+        env.llm.model_id if env.llm is not None else None,
+        stable_hash(env.texts),
+    )
     f = cache_dir('reference') / f'{key}.pt'
     ref = make_policy(cfg, encoder, device)
     if cache and f.exists():
-        try: ref.load_state_dict(load_checkpoint(f)); log(f"reference policy ({cfg.reference}): cached"); return frozen_copy(ref)
-        except RuntimeError as e: log(f"reference policy cache unusable ({e}); pre-training again")
-    if data is None: data = collect_states(env, pools.train_anchors, pools.train_users, depth=min(cfg.ref_depth, env.horizon), seed=seed)
+        try:
+            ref.load_state_dict(load_checkpoint(f))
+            log(f"reference policy ({cfg.reference}): cached")
+            return frozen_copy(ref)
+        except RuntimeError as e:
+            log(f"reference policy cache unusable ({e}); pre-training again")
+    if data is None:
+        data = collect_states(
+            env, pools.train_anchors, pools.train_users, depth=min(cfg.ref_depth, env.horizon), seed=seed
+        )
     targets = reference_targets(data, k=cfg.design_k)[cfg.reference]
-    h = fit_reference(ref, data, targets, epochs=cfg.ref_epochs, lr=2e-3 if cfg.policy == 'embedding' else 1e-4, weight_decay=0.01, seed=seed)
-    log(f"reference policy ({cfg.reference}) pre-trained on {len(data)} states: final CE {h['train CE'].iloc[-1]:.3f}")
-    if cache: save_checkpoint(f, ref.state_dict())
+    h = fit_reference(
+        ref,
+        data,
+        targets,
+        epochs=cfg.ref_epochs,
+        lr=2e-3 if cfg.policy == 'embedding' else 1e-4,
+        weight_decay=0.01,
+        seed=seed,
+    )
+    log(
+        f"reference policy ({cfg.reference}) pre-trained on {len(data)} states: final CE {h['train CE'].iloc[-1]:.3f}"
+    )
+    if cache:
+        save_checkpoint(f, ref.state_dict())
     return frozen_copy(ref)
 
-def learner_from(ref:torch.nn.Module, cfg:TrainConfig, encoder, device=None)->torch.nn.Module:
-    "A trainable policy that starts as a copy of pi_ref."
-    p = make_policy(cfg, encoder, device); p.load_state_dict(ref.state_dict()); return p
 
-def make_guide(cfg:TrainConfig, env, ref:torch.nn.Module):
+def learner_from(ref: torch.nn.Module, cfg: TrainConfig, encoder, device=None) -> torch.nn.Module:
+    "A trainable policy that starts as a copy of pi_ref."
+    p = make_policy(cfg, encoder, device)
+    p.load_state_dict(ref.state_dict())
+    return p
+
+
+def make_guide(cfg: TrainConfig, env, ref: torch.nn.Module):
     "The guide of guided algorithms: a frozen copy of pi_ref, or the myopic oracle on `env`."
     return MyopicOracle(env) if cfg.guide == 'oracle' else frozen_copy(ref)
 
 # %% ../nbs/10_training.ipynb #75e0b5b1
 class MetricsLog:
     "Callback: one JSON line per iteration in `metrics.jsonl`, and the whole table in `metrics.csv`."
-    def on_iteration(self, T, row:dict):
-        if not T.acc.is_main_process: return
-        with open(T.out / 'metrics.jsonl', 'a') as f: f.write(json.dumps(row) + '\n')
+
+    def on_iteration(self, T, row: dict):
+        if not T.acc.is_main_process:
+            return
+        with open(T.out / 'metrics.jsonl', 'a') as f:
+            f.write(json.dumps(row) + '\n')
         pd.DataFrame(T.metrics).to_csv(T.out / 'metrics.csv', index=False)
 
+
 class TensorBoardLog:
-    "Callback: numeric metrics as TensorBoard scalars, if TensorBoard is installed (says once why not, otherwise)."
-    def __init__(self): self.writer, self.tried = None, False
-    def on_iteration(self, T, row:dict):
-        if not T.acc.is_main_process: return
+    "Callback: numeric metrics as TensorBoard scalars, if TensorBoard is installed (says once per process why not)."
+
+    said = set()  # reasons already reported in this process
+
+    def __init__(self):
+        self.writer, self.tried = None, False
+
+    def on_iteration(self, T, row: dict):
+        if not T.acc.is_main_process:
+            return
         if not self.tried:
             self.tried = True
             try:
                 from torch.utils.tensorboard import SummaryWriter
+
                 self.writer = SummaryWriter(str(T.out / 'tb'))
-            except Exception as e: T.log(f"TensorBoard logging skipped: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
-        if self.writer is None: return
+            except Exception as e:
+                why = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+                if why not in TensorBoardLog.said:
+                    TensorBoardLog.said.add(why)
+                    T.log(f"TensorBoard logging skipped: {why}")
+        if self.writer is None:
+            return
         for k, v in row.items():
-            if isinstance(v, (int, float)) and k != 'iteration': self.writer.add_scalar(k, v, row['iteration'])
+            if isinstance(v, (int, float)) and k != 'iteration':
+                self.writer.add_scalar(k, v, row['iteration'])
+
 
 class Checkpoints:
     "Callback: an atomic checkpoint every `every` iterations and at the last one."
-    def __init__(self, every:int): self.every = every
-    def on_iteration(self, T, row:dict):
-        if T.iteration % self.every == 0 or T.iteration == T.end: T.save()
+
+    def __init__(self, every: int):
+        self.every = every
+
+    def on_iteration(self, T, row: dict):
+        if T.iteration % self.every == 0 or T.iteration == T.end:
+            T.save()
+
 
 class Trainer:
     "The EAGLE training loop: collect with the learner (and guide), update, log, evaluate, checkpoint, resume."
-    def __init__(self, cfg:TrainConfig, env, # the real environment (evaluation always runs here)
-                 pools:AnchorPools, # training and held-out anchors
-                 policy:torch.nn.Module, # the learner (e.g. `learner_from(ref, ...)`)
-                 ref:torch.nn.Module, # the frozen reference of the KL penalty
-                 out:str|Path, # run folder: checkpoints and metrics
-                 guide=None, # the frozen guide of guided algorithms (`make_guide`); None for 'ppo'
-                 surrogate=None, # an environment for the first `cfg.dyna_iterations` iterations
-                 judge=None, # an independent encoder (12_surrogate): its utility of real training episodes is logged
-                 seed:int=0, device:str|None=None, log=print, progress:bool=True,
-                 callbacks:list|None=None): # default: MetricsLog, TensorBoardLog, Checkpoints
+
+    def __init__(
+        self,
+        cfg: TrainConfig,
+        env,  # the real environment (evaluation always runs here)
+        pools: AnchorPools,  # training and held-out anchors
+        policy: torch.nn.Module,  # the learner (e.g. `learner_from(ref, ...)`)
+        ref: torch.nn.Module,  # the frozen reference of the KL penalty
+        out: str | Path,  # run folder: checkpoints and metrics
+        guide=None,  # the frozen guide of guided algorithms (`make_guide`); None for 'ppo'
+        surrogate=None,  # an environment for the first `cfg.dyna_iterations` iterations
+        judge=None,  # an independent encoder (12_surrogate): its utility of real training episodes is logged
+        seed: int = 0,
+        device: str | None = None,
+        log=print,
+        progress: bool = True,
+        callbacks: list | None = None,
+    ):  # default: MetricsLog, TensorBoardLog, Checkpoints
         from accelerate import Accelerator
+
         mp = cfg.mixed_precision
-        if mp == 'auto': mp = 'bf16' if torch.cuda.is_available() and torch.cuda.is_bf16_supported() and device != 'cpu' else 'no'
-        if cfg.dyna_iterations and surrogate is None: raise ValueError("dyna_iterations > 0 needs a surrogate environment")
-        if cfg.algorithm != 'ppo' and guide is None: raise ValueError(f"algorithm {cfg.algorithm!r} needs a guide")
+        if mp == 'auto':
+            mp = 'bf16' if torch.cuda.is_available() and torch.cuda.is_bf16_supported() and device != 'cpu' else 'no'
+        if cfg.dyna_iterations and surrogate is None:
+            raise ValueError("dyna_iterations > 0 needs a surrogate environment")
+        if cfg.algorithm != 'ppo' and guide is None:
+            raise ValueError(f"algorithm {cfg.algorithm!r} needs a guide")
         self.acc = Accelerator(mixed_precision=mp, gradient_accumulation_steps=cfg.grad_accum, cpu=(device == 'cpu'))
-        self.cfg, self.env, self.surrogate, self.judge, self.pools, self.out, self.seed, self.log, self.progress = cfg, env, surrogate, judge, pools, Path(out), seed, log, progress
+        self.cfg, self.env, self.surrogate, self.judge, self.pools, self.out, self.seed, self.log, self.progress = (
+            cfg,
+            env,
+            surrogate,
+            judge,
+            pools,
+            Path(out),
+            seed,
+            log,
+            progress,
+        )
         self.rank = self.acc.process_index
         self.out.mkdir(parents=True, exist_ok=True)
         self.ref, self.guide = ref.to(self.acc.device), guide
-        opt = torch.optim.AdamW([p for p in policy.parameters() if p.requires_grad], lr=cfg.lr, weight_decay=cfg.weight_decay)
+        opt = torch.optim.AdamW(
+            [p for p in policy.parameters() if p.requires_grad], lr=cfg.lr, weight_decay=cfg.weight_decay
+        )
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: max(0.1, 1 - i / max(1, cfg.iterations)))
         self.policy, self.opt, self.sched = self.acc.prepare(policy.to(self.acc.device), opt, sched)
         self.iteration, self.metrics, self.end = 0, [], cfg.iterations
-        self.callbacks = callbacks if callbacks is not None else [MetricsLog(), TensorBoardLog(), Checkpoints(cfg.checkpoint_every)]
+        self.callbacks = (
+            callbacks
+            if callbacks is not None
+            else [MetricsLog(), TensorBoardLog(), Checkpoints(cfg.checkpoint_every)]
+        )
 
     @property
-    def ckpt_path(self)->Path: return self.out / 'checkpoint.pt'
-    @property
-    def learner(self): return self.acc.unwrap_model(self.policy)
+    def ckpt_path(self) -> Path:
+        return self.out / 'checkpoint.pt'
 
-    def state(self)->dict:
-        return {'policy': self.learner.state_dict(), 'optimizer': self.opt.state_dict(), 'scheduler': self.sched.state_dict(),
-                'iteration': self.iteration, 'metrics': self.metrics, 'rng': _rng_state(), 'config': asdict(self.cfg), 'seed': self.seed}
+    @property
+    def learner(self):
+        return self.acc.unwrap_model(self.policy)
+
+    def state(self) -> dict:
+        return {
+            'policy': self.learner.state_dict(),
+            'optimizer': self.opt.state_dict(),
+            'scheduler': self.sched.state_dict(),
+            'iteration': self.iteration,
+            'metrics': self.metrics,
+            'rng': _rng_state(),
+            'config': asdict(self.cfg),
+            'seed': self.seed,
+        }
+
     def save(self):
         "Checkpoint (main process only), atomically."
-        if self.acc.is_main_process: save_checkpoint(self.ckpt_path, self.state())
-    def resume(self)->bool:
+        if self.acc.is_main_process:
+            save_checkpoint(self.ckpt_path, self.state())
+
+    def resume(self) -> bool:
         "Load the run folder's checkpoint if there is one; True when resumed."
-        if not self.ckpt_path.exists(): return False
+        if not self.ckpt_path.exists():
+            return False
         s = load_checkpoint(self.ckpt_path)
         if s['config'] != asdict(self.cfg) or s['seed'] != self.seed:
-            raise ValueError(f"{self.ckpt_path} was written by a different configuration or seed; use another run folder")
-        self.learner.load_state_dict(s['policy']); self.opt.load_state_dict(s['optimizer']); self.sched.load_state_dict(s['scheduler'])
-        self.iteration, self.metrics = s['iteration'], s['metrics']; _set_rng_state(s['rng'])
-        self.log(f"resumed from {self.ckpt_path} at iteration {self.iteration}"); return True
+            raise ValueError(
+                f"{self.ckpt_path} was written by a different configuration or seed; use another run folder"
+            )
+        self.learner.load_state_dict(s['policy'])
+        self.opt.load_state_dict(s['optimizer'])
+        self.sched.load_state_dict(s['scheduler'])
+        self.iteration, self.metrics = s['iteration'], s['metrics']
+        _set_rng_state(s['rng'])
+        self.log(f"resumed from {self.ckpt_path} at iteration {self.iteration}")
+        return True
 
 # %% ../nbs/10_training.ipynb #f9d965fa
 @patch
-def step(self:Trainer)->dict:
+def step(self: Trainer) -> dict:
     "One iteration: collect a batch, update the learner; returns the iteration's metrics."
-    cfg, it = self.cfg, self.iteration; t0 = time.time()
+    cfg, it = self.cfg, self.iteration
+    t0 = time.time()
     rng = np.random.default_rng([self.seed, it, self.rank])
     P = self.pools
     pick = rng.choice(len(P.train_anchors), min(cfg.episodes, len(P.train_anchors)), replace=False)
     algo = phase_algorithm(cfg.algorithm, it, cfg.tau, rng)
     env = self.surrogate if it < cfg.dyna_iterations else self.env
-    batch, ep = collect(env, self.learner, self.guide, [P.train_anchors[i] for i in pick], [P.train_users[i] for i in pick], algo, cfg.beta,
-                        seed=int(rng.integers(2**31)))
-    t_collect = time.time() - t0; diag = []
+    batch, ep = collect(
+        env,
+        self.learner,
+        self.guide,
+        [P.train_anchors[i] for i in pick],
+        [P.train_users[i] for i in pick],
+        algo,
+        cfg.beta,
+        seed=int(rng.integers(2**31)),
+    )
+    t_collect = time.time() - t0
+    diag = []
     self.policy.train()
     for _ in range(cfg.epochs):
         order = rng.permutation(len(pick))
         for s in range(0, len(order), cfg.minibatch):
             with self.acc.accumulate(self.policy), self.acc.autocast():
-                loss, d = batch_losses(self.policy, self.ref, batch, order[s:s + cfg.minibatch].tolist(), cfg)
-                self.acc.backward(loss); self.opt.step(); self.opt.zero_grad(); diag.append(d)
-    self.sched.step(); self.iteration += 1
+                loss, d = batch_losses(self.policy, self.ref, batch, order[s : s + cfg.minibatch].tolist(), cfg)
+                self.acc.backward(loss)
+                self.opt.step()
+                self.opt.zero_grad()
+                diag.append(d)
+    self.sched.step()
+    self.iteration += 1
     judged = {}
-    if self.judge is not None and env is self.env:                       # the judge reads real texts only
+    if self.judge is not None and env is self.env:  # the judge reads real texts only
         users = torch.tensor(ep.users)
-        judged = {f'train_judge_{k}': float(env.utility(self.judge.encode([t[j] for t in ep.texts]), users)['total'].mean()) for k, j in (('start', 0), ('end', -1))}
-    return {'iteration': self.iteration, **judged, 'environment': 'surrogate' if env is self.surrogate else 'real', 'algorithm': algo,
-            'train_U_end': float(batch.end_U.mean()), 'train_U_start': float(batch.start_U.mean()),
-            'accepted': float(ep.accepted.float().mean()), 'guided_steps': float(batch.guide_acts.float().mean()), 'lr': self.sched.get_last_lr()[0],
-            **{k: float(np.mean([d[k] for d in diag])) for k in diag[0]}, 'collect_s': t_collect, 'step_s': time.time() - t0}
+        judged = {
+            f'train_judge_{k}': float(env.utility(self.judge.encode([t[j] for t in ep.texts]), users)['total'].mean())
+            for k, j in (('start', 0), ('end', -1))
+        }
+    return {
+        'iteration': self.iteration,
+        **judged,
+        'environment': 'surrogate' if env is self.surrogate else 'real',
+        'algorithm': algo,
+        'train_U_end': float(batch.end_U.mean()),
+        'train_U_start': float(batch.start_U.mean()),
+        'accepted': float(ep.accepted.float().mean()),
+        'guided_steps': float(batch.guide_acts.float().mean()),
+        'lr': self.sched.get_last_lr()[0],
+        **{k: float(np.mean([d[k] for d in diag])) for k in diag[0]},
+        'collect_s': t_collect,
+        'step_s': time.time() - t0,
+    }
 
 # %% ../nbs/10_training.ipynb #af3843eb
 @patch
-def evaluate(self:Trainer, policy=None, # a policy; None: the learner; 'random': uniformly random edits
-             seeds:int|None=None, anchors:tuple|None=None, # default: cfg.eval_seeds, the held-out pool
-             )->pd.DataFrame:
+def evaluate(
+    self: Trainer,
+    policy=None,  # a policy; None: the learner; 'random': uniformly random edits
+    seeds: int | None = None,
+    anchors: tuple | None = None,  # default: cfg.eval_seeds, the held-out pool
+) -> pd.DataFrame:
     "Episodes of a policy alone on the held-out anchors, in the real environment (environment seeds 10000, 10001, ...)."
     te_a, te_u = anchors or (self.pools.eval_anchors, self.pools.eval_users)
     pol = self.learner if policy is None else (None if isinstance(policy, str) and policy == 'random' else policy)
-    return pd.concat([rollout(self.env, pol, te_a, te_u, seed=10_000 + s).frame(texts=True) for s in range(seeds or self.cfg.eval_seeds)])
+    return pd.concat(
+        [
+            rollout(self.env, pol, te_a, te_u, seed=10_000 + s).frame(texts=True)
+            for s in range(seeds or self.cfg.eval_seeds)
+        ]
+    )
 
 # %% ../nbs/10_training.ipynb #40a84524
 @patch
-def train(self:Trainer, iterations:int|None=None, # stop after this many iterations in total (default: cfg.iterations)
-          resume:bool=True)->pd.DataFrame:
+def train(
+    self: Trainer,
+    iterations: int | None = None,  # stop after this many iterations in total (default: cfg.iterations)
+    resume: bool = True,
+) -> pd.DataFrame:
     "Run (or continue) training; returns the metrics."
-    if resume: self.resume()
+    if resume:
+        self.resume()
     self.end = min(iterations or self.cfg.iterations, self.cfg.iterations)
-    bar = tqdm(total=self.end, initial=self.iteration, desc=f'train {self.cfg.algorithm}', disable=not (self.progress and self.acc.is_main_process), file=sys.stderr)
+    bar = tqdm(
+        total=self.end,
+        initial=self.iteration,
+        desc=f'train {self.cfg.algorithm}',
+        disable=not (self.progress and self.acc.is_main_process),
+        file=sys.stderr,
+    )
     while self.iteration < self.end:
         row = self.step()
-        if self.cfg.eval_every and (self.iteration % self.cfg.eval_every == 0 or self.iteration == self.cfg.iterations):
+        if self.cfg.eval_every and (
+            self.iteration % self.cfg.eval_every == 0 or self.iteration == self.cfg.iterations
+        ):
             row['eval_U_end'] = float(self.evaluate()['U end'].mean())
         self.metrics.append(row)
-        for cb in self.callbacks: cb.on_iteration(self, row)
-        bar.update(1); bar.set_postfix(U=f"{row['train_U_end']:.3f}", kl=f"{row['kl']:.3f}", env=row['environment'][:4])
+        for cb in self.callbacks:
+            cb.on_iteration(self, row)
+        bar.update(1)
+        bar.set_postfix(U=f"{row['train_U_end']:.3f}", kl=f"{row['kl']:.3f}", env=row['environment'][:4])
     bar.close()
     return pd.DataFrame(self.metrics)

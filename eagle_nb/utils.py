@@ -15,63 +15,84 @@ import yaml
 
 # %% ../nbs/01_utils.ipynb #15bcd841
 def default_device(
-    prefer:str|None=None, # 'cpu', 'cuda', 'cuda:1', ... ; None picks CUDA when available
-)->torch.device:
+    prefer: str | None = None,  # 'cpu', 'cuda', 'cuda:1', ... ; None picks CUDA when available
+) -> torch.device:
     "The device the library runs on: `prefer` if given, else CUDA when present, else CPU."
-    if prefer: return torch.device(prefer)
+    if prefer:
+        return torch.device(prefer)
     return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
 
+
 def seed_everything(
-    seed:int, # one seed for Python, NumPy and torch (all devices)
-)->torch.Generator: # a CPU torch generator seeded with `seed`, for code that wants its own stream
+    seed: int,  # one seed for Python, NumPy and torch (all devices)
+) -> torch.Generator:  # a CPU torch generator seeded with `seed`, for code that wants its own stream
     "Seed every random number generator the library uses."
-    random.seed(seed); np.random.seed(seed % 2**32); torch.manual_seed(seed)
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
     return torch.Generator().manual_seed(seed)
 
+
 def cache_dir(
-    sub:str='', # a sub-folder, created if missing
-)->Path:
+    sub: str = '',  # a sub-folder, created if missing
+) -> Path:
     "The on-disk cache: `$EAGLE_CACHE` if set, else `~/.cache/eagle_nb`."
     root = Path(os.environ.get('EAGLE_CACHE', Path.home() / '.cache' / 'eagle_nb')).expanduser()
     p = root / sub if sub else root
     p.mkdir(parents=True, exist_ok=True)
     return p
 
+
 def atomic_write_bytes(
-    path:str|Path, # destination; its folder is created
-    data:bytes, # the full content
-)->Path:
+    path: str | Path,  # destination; its folder is created
+    data: bytes,  # the full content
+) -> Path:
     "Write `data` to `path` so that readers see the old file or the new one, never a partial write."
-    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
     try:
         with os.fdopen(fd, 'wb') as f:
-            f.write(data); f.flush(); os.fsync(f.fileno())
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # the permissions of a plainly written file, not mkstemp's 0600
         os.replace(tmp, path)
     except BaseException:
-        if os.path.exists(tmp): os.unlink(tmp)
+        if os.path.exists(tmp):
+            os.unlink(tmp)
         raise
     return path
 
+
 def stable_hash(
-    *parts, # anything JSON-serialisable (str, numbers, lists, dicts)
-)->str: # 16 hex characters
+    *parts,  # anything JSON-serialisable (str, numbers, lists, dicts)
+) -> str:  # 16 hex characters
     "A short deterministic hash of `parts`, for cache keys."
     s = json.dumps(parts, sort_keys=True, default=str, ensure_ascii=False)
     return hashlib.sha256(s.encode('utf-8')).hexdigest()[:16]
 
+
 def quiet_hf():
     "Silence progress bars and advisory warnings of the Hugging Face stack (they clutter notebooks and logs)."
     import warnings
-    os.environ.setdefault('HF_HUB_DISABLE_PROGRESS_BARS', '1'); os.environ.setdefault('TOKENIZERS_PARALLELISM', 'false')
+
+    os.environ.setdefault('HF_HUB_DISABLE_PROGRESS_BARS', '1')
+    os.environ.setdefault('TOKENIZERS_PARALLELISM', 'false')
     warnings.filterwarnings('ignore', message='IProgress not found')
     warnings.filterwarnings('ignore', message='.*get_sentence_embedding_dimension.*')
     try:
         from transformers.utils import logging as hf_logging
-        hf_logging.disable_progress_bar(); hf_logging.set_verbosity_error()
-    except ImportError: pass
 
-def in_test()->bool:
+        hf_logging.disable_progress_bar()
+        hf_logging.set_verbosity_error()
+    except ImportError:
+        pass
+
+
+def in_test() -> bool:
     "True under `nbdev_test` (which sets `IN_TEST=1`): code may shrink workloads, never change results."
     return os.environ.get('IN_TEST', '') not in ('', '0')
 
@@ -79,85 +100,124 @@ def in_test()->bool:
 class ConfigError(ValueError):
     "A configuration that cannot be used, with the path of the offending key."
 
+
 def _check_type(value, tp, path):
     origin, args = typing.get_origin(tp), typing.get_args(tp)
-    if tp is typing.Any: return value
+    if tp is typing.Any:
+        return value
     if origin is typing.Union or (origin is not None and str(origin) == "<class 'types.UnionType'>"):
-        if value is None and type(None) in args: return None
+        if value is None and type(None) in args:
+            return None
         errs = []
         for a in args:
-            if a is type(None): continue
-            try: return _check_type(value, a, path)
-            except ConfigError as e: errs.append(str(e))
+            if a is type(None):
+                continue
+            try:
+                return _check_type(value, a, path)
+            except ConfigError as e:
+                errs.append(str(e))
         raise ConfigError(errs[0] if errs else f"{path}: bad value {value!r}")
     if origin in (list, tuple):
-        if not isinstance(value, (list, tuple)): raise ConfigError(f"{path}: expected a list, got {value!r}")
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{path}: expected a list, got {value!r}")
         return origin(_check_type(v, args[0], f"{path}[{i}]") for i, v in enumerate(value)) if args else origin(value)
-    if dataclasses.is_dataclass(tp): return config_from_dict(tp, value, path)
-    if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool): return float(value)
-    if tp is bool and not isinstance(value, bool): raise ConfigError(f"{path}: expected true/false, got {value!r}")
+    if dataclasses.is_dataclass(tp):
+        return config_from_dict(tp, value, path)
+    if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if tp is bool and not isinstance(value, bool):
+        raise ConfigError(f"{path}: expected true/false, got {value!r}")
     if isinstance(tp, type) and not isinstance(value, tp) or (tp is int and isinstance(value, bool)):
         raise ConfigError(f"{path}: expected {getattr(tp, '__name__', tp)}, got {value!r} ({type(value).__name__})")
     return value
 
+
 def config_from_dict(
-    cls:type, # a dataclass whose fields may themselves be dataclasses
-    d:dict|None, # parsed YAML/JSON; missing keys keep their defaults
-    path:str='config', # where we are, for error messages
+    cls: type,  # a dataclass whose fields may themselves be dataclasses
+    d: dict | None,  # parsed YAML/JSON; missing keys keep their defaults
+    path: str = 'config',  # where we are, for error messages
 ):
     "Build and type-check a (nested) dataclass config from a dict, rejecting unknown keys."
-    if d is None: d = {}
-    if not isinstance(d, dict): raise ConfigError(f"{path}: expected a mapping, got {d!r}")
+    if d is None:
+        d = {}
+    if not isinstance(d, dict):
+        raise ConfigError(f"{path}: expected a mapping, got {d!r}")
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(d) - names)
-    if unknown: raise ConfigError(f"{path}: unknown key(s) {unknown}; allowed: {sorted(names)}")
+    if unknown:
+        raise ConfigError(f"{path}: unknown key(s) {unknown}; allowed: {sorted(names)}")
     fields = {f.name: f for f in dataclasses.fields(cls)}
     kw = {}
     for k, v in d.items():
         f = fields[k]
-        if isinstance(v, dict) and dataclasses.is_dataclass(hints[k]) and f.default_factory is not dataclasses.MISSING:
-            v = {**dataclasses.asdict(f.default_factory()), **v}   # a section given in part keeps its field's own defaults
+        if (
+            isinstance(v, dict)
+            and dataclasses.is_dataclass(hints[k])
+            and f.default_factory is not dataclasses.MISSING
+        ):
+            v = {
+                **dataclasses.asdict(f.default_factory()),
+                **v,
+            }  # a section given in part keeps its field's own defaults
         kw[k] = _check_type(v, hints[k], f"{path}.{k}")
     for f in dataclasses.fields(cls):
-        if f.name not in kw and dataclasses.is_dataclass(hints[f.name]) and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+        if (
+            f.name not in kw
+            and dataclasses.is_dataclass(hints[f.name])
+            and f.default is dataclasses.MISSING
+            and f.default_factory is dataclasses.MISSING
+        ):
             kw[f.name] = config_from_dict(hints[f.name], {}, f"{path}.{f.name}")
-    try: return cls(**kw)
-    except (TypeError, ValueError) as e: raise ConfigError(f"{path}: {e}") from None
+    try:
+        return cls(**kw)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"{path}: {e}") from None
 
 # %% ../nbs/01_utils.ipynb #23da37c4
 def load_config(
-    cls:type, # the configuration dataclass
-    path:str|Path|None=None, # a YAML file; None for the embedded defaults
-    overrides:list[str]=(), # 'section.key=value' strings
+    cls: type,  # the configuration dataclass
+    path: str | Path | None = None,  # a YAML file; None for the embedded defaults
+    overrides: list[str] = (),  # 'section.key=value' strings
 ):
     "A configuration: the defaults, then the file, then the overrides, type-checked."
     d = {}
     if path is not None:
         p = Path(path)
-        if not p.exists(): raise ConfigError(f"config file not found: {p}")
-        try: d = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as e: raise ConfigError(f"{p} is not valid YAML: {str(e).splitlines()[0]}") from None
-        if not isinstance(d, dict): raise ConfigError(f"{p}: the top level must be a mapping of sections")
+        if not p.exists():
+            raise ConfigError(f"config file not found: {p}")
+        try:
+            d = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{p} is not valid YAML: {str(e).splitlines()[0]}") from None
+        if not isinstance(d, dict):
+            raise ConfigError(f"{p}: the top level must be a mapping of sections")
     for o in overrides:
-        if '=' not in o or '.' not in o.split('=', 1)[0]: raise ConfigError(f"override {o!r} must look like section.key=value")
-        key, val = o.split('=', 1); sec, k = key.split('.', 1)
+        if '=' not in o or '.' not in o.split('=', 1)[0]:
+            raise ConfigError(f"override {o!r} must look like section.key=value")
+        key, val = o.split('=', 1)
+        sec, k = key.split('.', 1)
         d.setdefault(sec, {})
-        if not isinstance(d[sec], dict): raise ConfigError(f"config.{sec}: expected a mapping")
-        try: d[sec][k] = yaml.safe_load(val)
-        except yaml.YAMLError: raise ConfigError(f"override {o!r}: the value is not valid YAML") from None
+        if not isinstance(d[sec], dict):
+            raise ConfigError(f"config.{sec}: expected a mapping")
+        try:
+            d[sec][k] = yaml.safe_load(val)
+        except yaml.YAMLError:
+            raise ConfigError(f"override {o!r}: the value is not valid YAML") from None
     return config_from_dict(cls, d)
-
 
 # %% ../nbs/01_utils.ipynb #0f06d424
 def cluster_bootstrap(
-    x, # values (e.g. paired differences, one per episode)
-    groups=None, # cluster label per value (e.g. the anchor); None: every value is its own cluster
-    conf:float=0.95, n_boot:int=2000, seed:int=0,
-)->tuple[float, float, float]: # mean, lower, upper
+    x,  # values (e.g. paired differences, one per episode)
+    groups=None,  # cluster label per value (e.g. the anchor); None: every value is its own cluster
+    conf: float = 0.95,
+    n_boot: int = 2000,
+    seed: int = 0,
+) -> tuple[float, float, float]:  # mean, lower, upper
     "Mean with a percentile-bootstrap interval that resamples whole clusters."
     x = np.asarray(x, dtype=float)
-    if len(x) == 0 or not np.isfinite(x).all(): raise ValueError("the bootstrap needs finite values")
+    if len(x) == 0 or not np.isfinite(x).all():
+        raise ValueError("the bootstrap needs finite values")
     _, inv = np.unique(np.arange(len(x)) if groups is None else np.asarray(groups), return_inverse=True)
     sums, counts = np.bincount(inv, weights=x), np.bincount(inv)
     draw = np.random.default_rng(seed).integers(len(sums), size=(n_boot, len(sums)))
@@ -165,10 +225,12 @@ def cluster_bootstrap(
     lo, hi = np.quantile(boots, [(1 - conf) / 2, (1 + conf) / 2])
     return float(x.mean()), float(lo), float(hi)
 
+
 def mean_ci(
-    x, # values
-    conf:float=0.95, n_boot:int=2000, seed:int=0,
-)->tuple[float, float, float]: # mean, lower, upper
+    x,  # values
+    conf: float = 0.95,
+    n_boot: int = 2000,
+    seed: int = 0,
+) -> tuple[float, float, float]:  # mean, lower, upper
     "Mean with a percentile-bootstrap confidence interval (independent values)."
     return cluster_bootstrap(x, None, conf, n_boot, seed)
-
