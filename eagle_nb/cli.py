@@ -235,6 +235,7 @@ def report(
         'surrogate_baseline_cosine': models.fidelity['baseline cosine'],
         'surrogate_transitions': models.transitions,
         'judge_utility_correlation': agree['utility correlation'],
+        'proxy_judge_gain_correlation': float(np.corrcoef(ev['U end'] - ev['U start'], ev['judge end'] - ev['judge start'])[0, 1]),
         'llm_action_rate': b['bank_llm'] / max(1, b['bank_edits']),
         'bank_edits': b['bank_edits'],
         'rewrite_accept_rate': s['accepted'] / max(1, s['transitions']),
@@ -331,9 +332,17 @@ def report(
             "",
             "![proxy and judge](figures/proxy_vs_judge.png)",
             "",
+            f"Per evaluated episode the proxy gain and the judge gain correlate at r = {metrics['proxy_judge_gain_correlation']:.2f}; "
+            + "mean gains, proxy against judge: "
+            + "; ".join(
+                f"{m} {(g['U end'] - g['U start']).mean():+.3f} vs {(g['judge end'] - g['judge start']).mean():+.3f}"
+                for m, g in ev.groupby('method', sort=False)
+            )
+            + ". A proxy gain the judge does not share is a gain in E_D's reading of the text, not in the text.",
+            "",
             "## What the environment did",
             "",
-            f"- action banks: {b['bank_edits']} edits, {metrics['llm_action_rate']:.1%} written by the LLM ({b['bank_template_fills']} template fills, "
+            f"- action banks: {b['bank_edits']} edits ({b['bank_cached']} of them read from the cache), {metrics['llm_action_rate']:.1%} written by the LLM ({b['bank_template_fills']} template fills, "
             f"{b['bank_unusable']} unusable replies, {b['bank_duplicates'] + b['bank_near_copies']} duplicates or near-copies, {b['bank_echoes']} echoes turned away)",
             f"- rewrites: {s['transitions']} transitions, {metrics['rewrite_accept_rate']:.1%} accepted, {s['transition_retries']} retries, "
             f"{s['transition_fallbacks']} fell back (the state did not move); rejections: "

@@ -328,10 +328,12 @@ class ActionBank:
         )
         self.folder = Path(folder) if folder else cache_dir('banks')
         self.mem = {}
+        self.counted = set()  # cells already in `stats` (written or read from the cache by this process)
         self.stats = dict(
             bank_requests=0,
             bank_edits=0,
             bank_llm=0,
+            bank_cached=0,
             bank_unusable=0,
             bank_duplicates=0,
             bank_near_copies=0,
@@ -387,8 +389,16 @@ class ActionBank:
         todo = {}
         for desc, users, profiles in items:
             for key, cat, user, q in self.cells(desc, users):
-                if key not in todo and self._load(key) is None:
+                if key in todo or key in self.counted:
+                    continue
+                got = self._load(key)
+                if got is None:
                     todo[key] = dict(desc=desc, cat=cat, user=user, q=q, profile=profiles.get(user, ''), got=[])
+                else:  # a cell of the cache: counted once, so that the statistics describe every bank in use
+                    self.counted.add(key)
+                    self.stats['bank_cached'] += len(got)
+                    self.stats['bank_edits'] += len(got)
+                    self.stats['bank_llm'] += sum(g['source'] == 'llm' for g in got)
         if not todo:
             return
         cfg, cats = self.cfg, list(CATEGORIES)
@@ -435,6 +445,7 @@ class ActionBank:
                             'source': 'template',
                         }
                     )
+            self.counted.add(k)
             self.stats['bank_edits'] += len(c['got'])
             self.stats['bank_llm'] += sum(g['source'] == 'llm' for g in c['got'])
             self._save(k, c['got'])

@@ -142,3 +142,20 @@ def test_eagle_run_end_to_end_writes_results_and_reuses_caches(tmp_path):
     for s in ['latent space: cached', 'encoder: cached', 'judge: cached', 'reference policy (G-optimal): cached', 'resumed from']:
         assert s in r2.stderr, s
     pd.testing.assert_frame_equal(ev, pd.read_csv(tmp_path / 'again' / 'eval.csv'))             # deterministic, from the caches
+
+
+def test_bench_json_fields_exist_and_are_honest():
+    """`eagle bench --json` with the tiny test model: one JSON object with the issue's fields, the ratio the quotient of its two
+    measurements (speed itself is never checked: tests do not time)."""
+    r = run_cli('bench', '--json', '--anchors', '2', '--set', 'llm.model=tiny', '--set', 'run.device=cpu', '--set', 'run.n_anchors=6')
+    assert r.returncode == 0, r.stderr[-3000:]
+    res = json.loads(r.stdout)
+    for k in ['engine', 'workload', 'reference_tokens_per_s', 'engine_tokens_per_s', 'ratio', 'env_step_seconds', 'llm_action_rate',
+              'rewrite_accept_rate', 'repeated_trigram_rate', 'transition_ratio']:
+        assert k in res, k
+    for k in ['prompt_tokens', 'new_tokens', 'batch']:
+        assert k in res['workload'], k
+    assert res['ratio'] == pytest.approx(res['engine_tokens_per_s'] / res['reference_tokens_per_s'], rel=1e-9)
+    assert res['transition_ratio'] == pytest.approx(res['env_rewrites_per_s'] / res['previous_env_rewrites_per_s'], rel=1e-9)
+    assert res['reference_tokens_per_s'] > 0 and res['engine_tokens_per_s'] > 0 and res['env_step_seconds'] > 0
+    assert 0 <= res['llm_action_rate'] <= 1 and 0 <= res['rewrite_accept_rate'] <= 1
