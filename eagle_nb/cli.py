@@ -18,6 +18,8 @@ from .llm import model_path
 from .environment import bench_environment
 from .training import TrainConfig, Trainer, anchor_pools
 from .stack import StackConfig, Stack, build_stack, make_env, evaluate_anchors, preflight
+from .stack import DataConfig, LatentConfig, EncoderConfig, RewardConfig, LLMConfig, RunConfig  # noqa: F401 (Config's annotations)
+from .environment import EnvConfig  # noqa: F401 (resolves the annotations Config inherits, for its documentation)
 from .surrogate import fit_judge, judge_agreement
 from eagle_nb.experiments import (
     Models,

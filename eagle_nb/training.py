@@ -7,7 +7,6 @@ from __future__ import annotations
 import copy, io, json, random, sys, time
 from dataclasses import dataclass, asdict
 from pathlib import Path
-from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 import torch
@@ -27,9 +26,6 @@ from eagle_nb.policy import (
     rollout,
     Episodes,
 )
-
-if TYPE_CHECKING:
-    from eagle_nb.stack import Stack
 
 # %% auto #0
 __all__ = ['ALGORITHMS', 'TrainConfig', 'frozen_copy', 'MyopicOracle', 'phase_algorithm', 'Batch', 'collect', 'batch_losses',
@@ -318,7 +314,7 @@ class AnchorPools:
     eval_users: list[int]
 
 
-def anchor_pools(st: Stack, cfg: TrainConfig, seed: int) -> AnchorPools:
+def anchor_pools(st, cfg: TrainConfig, seed: int) -> AnchorPools:  # st: the stack (`Stack` of 11_stack)
     "Training anchors (encoder train split) and held-out anchors (its test split), each with a user."
     rng = np.random.default_rng([seed, 17])
     tr = rng.choice(st.train_idx, min(cfg.n_train_anchors, len(st.train_idx)), replace=False).tolist()
