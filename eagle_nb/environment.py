@@ -238,7 +238,7 @@ class EnvConfig:
     bank_generic: int = 3  # generic edits written per movie (the paper: 50)
     bank_personal: int = 3  # personalised edits per movie (the paper: 50), split over `bank_users` viewers
     bank_users: int = 1  # viewers per movie the personalised edits are for, the episode's first (the paper: 10)
-    oversample: float = 1.5  # proposal requests per missing edit in a round (about one reply in four is unusable)
+    oversample: float = 1.5  # proposal requests per missing edit in a round (about two replies in five are unusable)
     bank_rounds: int = 3  # rounds of requests per bank cell before the shortfall is filled from templates (counted)
     reward: str = 'terminal'  # 'terminal' (the paper) or 'delta' (per-step utility differences)
     max_retries: int = 1  # new samples tried when a rewrite is rejected (then it falls back, counted)
