@@ -18,8 +18,17 @@ from .llm import model_path
 from .environment import bench_environment
 from .training import TrainConfig, Trainer, anchor_pools
 from .stack import StackConfig, Stack, build_stack, make_env, evaluate_anchors, preflight
-from .stack import DataConfig, LatentConfig, EncoderConfig, RewardConfig, LLMConfig, RunConfig  # noqa: F401 (Config's annotations)
-from .environment import EnvConfig  # noqa: F401 (resolves the annotations Config inherits, for its documentation)
+from eagle_nb.stack import (
+    DataConfig,
+    LatentConfig,
+    EncoderConfig,
+    RewardConfig,
+    LLMConfig,
+    RunConfig,
+)  # noqa: F401 (Config's annotations)
+from eagle_nb.environment import (
+    EnvConfig,
+)  # noqa: F401 (resolves the annotations Config inherits, for its documentation)
 from .surrogate import fit_judge, judge_agreement
 from eagle_nb.experiments import (
     Models,
@@ -237,7 +246,9 @@ def report(
         'surrogate_baseline_cosine': models.fidelity['baseline cosine'],
         'surrogate_transitions': models.transitions,
         'judge_utility_correlation': agree['utility correlation'],
-        'proxy_judge_gain_correlation': float(np.corrcoef(ev['U end'] - ev['U start'], ev['judge end'] - ev['judge start'])[0, 1]),
+        'proxy_judge_gain_correlation': float(
+            np.corrcoef(ev['U end'] - ev['U start'], ev['judge end'] - ev['judge start'])[0, 1]
+        ),
         'llm_action_rate': b['bank_llm'] / max(1, b['bank_edits']),
         'bank_edits': b['bank_edits'],
         'rewrite_accept_rate': s['accepted'] / max(1, s['transitions']),
@@ -349,8 +360,10 @@ def report(
             f"- rewrites: {s['transitions']} transitions, {metrics['rewrite_accept_rate']:.1%} accepted, {s['transition_retries']} retries, "
             f"{s['transition_fallbacks']} fell back (the state did not move); rejections: "
             + ', '.join(f"{k[9:]} {v}" for k, v in s.items() if k.startswith('rejected_')),
-            f"- surrogate: fitted on {models.transitions} real transitions; on held-out anchors cosine {models.fidelity['cosine']:.3f} and R2 {models.fidelity['R2']:.3f} "
-            f"(a model of the mean displacement: cosine {models.fidelity['baseline cosine']:.3f}, R2 {models.fidelity['baseline R2']:.3f}); target cosine 0.7",
+            f"- surrogate: fitted on {models.transitions} real transitions; cross-validated over the training anchors (each held out "
+            f"once) cosine {models.fidelity['cosine']:.3f} and R2 {models.fidelity['R2']:.3f} (a model of the mean displacement: cosine "
+            f"{models.fidelity['baseline cosine']:.3f}, R2 {models.fidelity['baseline R2']:.3f}; paired difference "
+            f"{models.fidelity['paired difference']:+.3f} ± {models.fidelity['paired difference se']:.3f}); target cosine 0.7",
             f"- judge (TF-IDF encoder, independent of E_D): utility correlation with E_D on held-out movies {agree['utility correlation']:.3f}",
             "",
             "## The stack",

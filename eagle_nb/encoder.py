@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch import nn
 from tqdm import tqdm
-from .utils import default_device, seed_everything, atomic_write_bytes, stable_hash, cache_dir, quiet_hf
+from .utils import default_device, local_seed, atomic_write_bytes, stable_hash, cache_dir, quiet_hf
 from .data import package_dir
 from .latent import LatentSpace
 
@@ -195,72 +195,74 @@ def fit_encoder(
     "Train the text encoder E_D by l2 regression onto the movies' behavioural embeddings."
     if len(texts) != latent.item_emb.shape[0]:
         raise ValueError(f"{len(texts)} texts for {latent.item_emb.shape[0]} movies")
-    seed_everything(seed)
-    dev = default_device(device)
-    Z = latent.item_emb.float()
-    sd = Z.std(0)
-    const_idx = [i for i in range(Z.shape[1]) if sd[i] < 1e-6]
-    bb = backbone if backbone is not None else load_backbone(device)
-    enc = TextEncoder(
-        bb, Z.shape[1], const_idx, [float(Z[0, i]) for i in const_idx], finetuned=finetune_layers > 0
-    ).to(dev)
-    frozen_cache = EmbeddingCache(bb) if enc.cache is None else enc.cache
-    X = frozen_cache([texts[i] for i in train_idx], progress=progress).to(dev)
-    Y = Z[train_idx][:, enc.var_idx].to(dev)
-    # choose the ridge strength on a validation slice of the training movies
-    rng = np.random.default_rng(seed)
-    val = rng.random(len(train_idx)) < 0.15
-    best = None
-    for lam in [0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0]:
-        W, b = ridge_head(X[~val].cpu(), Y[~val].cpu(), lam)
-        err = ((X[val].cpu() @ W.T + b - Y[val].cpu()) ** 2).mean().item()
-        if best is None or err < best[0]:
-            best = (err, lam)
-    W, b = ridge_head(X.cpu(), Y.cpu(), best[1])
-    with torch.no_grad():
-        enc.head.weight.copy_(W)
-        enc.head.bias.copy_(b)
-    enc.info = {
-        'ridge_lambda': best[1],
-        'finetune_layers': finetune_layers,
-        'epochs': epochs if finetune_layers else 0,
-        'n_train': len(train_idx),
-    }
-    if finetune_layers <= 0:
+    with local_seed(seed):  # the head's initial weights, dropout while fine-tuning
+        dev = default_device(device)
+        Z = latent.item_emb.float()
+        sd = Z.std(0)
+        const_idx = [i for i in range(Z.shape[1]) if sd[i] < 1e-6]
+        bb = backbone if backbone is not None else load_backbone(device)
+        enc = TextEncoder(
+            bb, Z.shape[1], const_idx, [float(Z[0, i]) for i in const_idx], finetuned=finetune_layers > 0
+        ).to(dev)
+        frozen_cache = EmbeddingCache(bb) if enc.cache is None else enc.cache
+        X = frozen_cache([texts[i] for i in train_idx], progress=progress).to(dev)
+        Y = Z[train_idx][:, enc.var_idx].to(dev)
+        # choose the ridge strength on a validation slice of the training movies
+        rng = np.random.default_rng(seed)
+        val = rng.random(len(train_idx)) < 0.15
+        best = None
+        for lam in [0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0]:
+            W, b = ridge_head(X[~val].cpu(), Y[~val].cpu(), lam)
+            err = ((X[val].cpu() @ W.T + b - Y[val].cpu()) ** 2).mean().item()
+            if best is None or err < best[0]:
+                best = (err, lam)
+        W, b = ridge_head(X.cpu(), Y.cpu(), best[1])
+        with torch.no_grad():
+            enc.head.weight.copy_(W)
+            enc.head.bias.copy_(b)
+        enc.info = {
+            'ridge_lambda': best[1],
+            'finetune_layers': finetune_layers,
+            'epochs': epochs if finetune_layers else 0,
+            'n_train': len(train_idx),
+        }
+        if finetune_layers <= 0:
+            return enc
+        for p in bb.parameters():
+            p.requires_grad_(False)
+        layers = bb[0].auto_model.encoder.layer
+        for layer in layers[len(layers) - finetune_layers :]:
+            for p in layer.parameters():
+                p.requires_grad_(True)
+        params = [p for p in enc.parameters() if p.requires_grad]
+        opt = torch.optim.AdamW(
+            [
+                {'params': [p for p in params if p is not enc.head.weight and p is not enc.head.bias], 'lr': lr},
+                {'params': list(enc.head.parameters()), 'lr': lr * 10},
+            ],
+            weight_decay=0.01,
+        )
+        enc.train()
+        g = torch.Generator().manual_seed(seed)
+        losses = []
+        for ep in range(epochs):
+            order = train_idx[torch.randperm(len(train_idx), generator=g).numpy()]
+            bar = tqdm(
+                range(0, len(order), batch_size), disable=not progress, desc=f'fine-tune epoch {ep + 1}/{epochs}'
+            )
+            for s in bar:
+                idx = order[s : s + batch_size]
+                pred = enc([texts[i] for i in idx], grad=True)
+                loss = ((pred[:, enc.var_idx] - Z[idx][:, enc.var_idx].to(dev)) ** 2).sum(1).mean()
+                opt.zero_grad()
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(params, 1.0)
+                opt.step()
+                losses.append(loss.item())
+                bar.set_postfix(loss=f"{loss.item():.3f}")
+        enc.info['train_losses'] = losses
+        enc.eval()
         return enc
-    for p in bb.parameters():
-        p.requires_grad_(False)
-    layers = bb[0].auto_model.encoder.layer
-    for layer in layers[len(layers) - finetune_layers :]:
-        for p in layer.parameters():
-            p.requires_grad_(True)
-    params = [p for p in enc.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(
-        [
-            {'params': [p for p in params if p is not enc.head.weight and p is not enc.head.bias], 'lr': lr},
-            {'params': list(enc.head.parameters()), 'lr': lr * 10},
-        ],
-        weight_decay=0.01,
-    )
-    enc.train()
-    g = torch.Generator().manual_seed(seed)
-    losses = []
-    for ep in range(epochs):
-        order = train_idx[torch.randperm(len(train_idx), generator=g).numpy()]
-        bar = tqdm(range(0, len(order), batch_size), disable=not progress, desc=f'fine-tune epoch {ep + 1}/{epochs}')
-        for s in bar:
-            idx = order[s : s + batch_size]
-            pred = enc([texts[i] for i in idx], grad=True)
-            loss = ((pred[:, enc.var_idx] - Z[idx][:, enc.var_idx].to(dev)) ** 2).sum(1).mean()
-            opt.zero_grad()
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
-            opt.step()
-            losses.append(loss.item())
-            bar.set_postfix(loss=f"{loss.item():.3f}")
-    enc.info['train_losses'] = losses
-    enc.eval()
-    return enc
 
 # %% ../nbs/04_encoder.ipynb #7a869ce9
 @torch.no_grad()
@@ -332,7 +334,10 @@ def load_encoder(
     ck = torch.load(path, weights_only=True, map_location='cpu')
     meta = json.loads(ck['meta'])
     bb = load_backbone(device) if (backbone is None or meta['finetuned']) else backbone
-    enc = TextEncoder(bb, meta['out_dim'], meta['const_idx'], meta['const_val'], finetuned=meta['finetuned'])
+    with local_seed(
+        0
+    ):  # building the module draws initial weights (the saved ones replace them): the caller's state is kept
+        enc = TextEncoder(bb, meta['out_dim'], meta['const_idx'], meta['const_val'], finetuned=meta['finetuned'])
     enc.head.load_state_dict({k[5:]: v for k, v in ck['state'].items() if k.startswith('head.')})
     if meta['finetuned']:
         bb.load_state_dict({k[9:]: v for k, v in ck['state'].items() if k.startswith('backbone.')})

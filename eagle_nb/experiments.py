@@ -12,13 +12,13 @@ import pandas as pd
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from .utils import default_device, seed_everything, quiet_hf, cluster_bootstrap, cache_dir, stable_hash
+from .utils import default_device, local_seed, quiet_hf, cluster_bootstrap, cache_dir, stable_hash
 from .llm import smollm2_path, tiny_llm_path, SamplingParams, sample_next
 from .design import round_design
 from .environment import candidate_features
 from .policy import rollout, collect_states, PolicyMix
 from .training import TrainConfig, Trainer, AnchorPools, pretrain_reference, learner_from, make_guide
-from .surrogate import Transitions, TransitionModel, SurrogateEnv, fidelity
+from .surrogate import Transitions, TransitionModel, SurrogateEnv, cross_fidelity
 
 # %% auto #0
 __all__ = ['JUDGE_PROMPT', 'trace_episodes', 'tree_search', 'text_quality', 'load_lm', 'perplexity', 'parse_score', 'llm_judge',
@@ -295,22 +295,22 @@ def fit_elm(
     seed: int = 0,
 ) -> pd.DataFrame:  # the training loss per step
     "Train the adapter (only) by teacher forcing; the LM stays frozen."
-    seed_everything(seed)
-    rng = np.random.default_rng(seed)
-    opt = torch.optim.AdamW(elm.adapter.parameters(), lr=lr)
-    rows = []
-    elm.adapter.train()
-    for s in range(steps):
-        idx = rng.choice(len(texts), min(batch_size, len(texts)), replace=False)
-        loss = elm.loss(Z[idx], [texts[i] for i in idx], max_len)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"non-finite ELM loss at step {s}")
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        rows.append({'step': s + 1, 'loss': loss.item()})
-    elm.adapter.eval()
-    return pd.DataFrame(rows)
+    with local_seed(seed):  # dropout, if the adapter has any; the caller's state is kept
+        rng = np.random.default_rng(seed)
+        opt = torch.optim.AdamW(elm.adapter.parameters(), lr=lr)
+        rows = []
+        elm.adapter.train()
+        for s in range(steps):
+            idx = rng.choice(len(texts), min(batch_size, len(texts)), replace=False)
+            loss = elm.loss(Z[idx], [texts[i] for i in idx], max_len)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"non-finite ELM loss at step {s}")
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            rows.append({'step': s + 1, 'loss': loss.item()})
+        elm.adapter.eval()
+        return pd.DataFrame(rows)
 
 
 def latent_search(
@@ -417,17 +417,16 @@ class Models:
 def stage_model(
     st, env, pools: AnchorPools, train: TrainConfig, seed: int = 0, device: str | None = None, log=print
 ) -> Models:
-    "Real transitions of the training anchors -> transition model (held-out fidelity) and surrogate; pi_ref on the same states."
+    "Real transitions of the training anchors -> transition model (cross-validated fidelity) and surrogate; pi_ref on the same states."
     t0 = time.time()
     data = collect_states(
         env, pools.train_anchors, pools.train_users, depth=min(train.ref_depth, env.horizon), seed=seed
     )
     tr = Transitions.from_states(data)
-    held = torch.isin(tr.anchors, torch.tensor(pools.train_anchors[::4]))
-    fi = fidelity(TransitionModel(st.encoder).fit(tr.subset(~held), seed=seed), tr.subset(held))
+    fi = cross_fidelity(st.encoder, tr, seed=seed)  # every training anchor held out once
     model = TransitionModel(st.encoder).fit(tr, seed=seed)
     log(
-        f"real transitions: {len(tr)} in {time.time() - t0:.0f}s; surrogate held-out cosine {fi['cosine']:.3f} (mean-displacement baseline "
+        f"real transitions: {len(tr)} in {time.time() - t0:.0f}s; surrogate cross-validated cosine {fi['cosine']:.3f} (mean-displacement baseline "
         f"{fi['baseline cosine']:.3f}), R2 {fi['R2']:.3f}"
     )
     ref = pretrain_reference(train, env, pools, st.encoder, seed, device, log=log, data=data)
@@ -452,7 +451,7 @@ def stage_train(
     "One trained agent per seed (resuming when possible)."
     trainers = []
     for s in range(seeds):
-        folder = cache_dir('runs') / stable_hash('train-v2', key, seed, s)
+        folder = cache_dir('runs') / stable_hash('train-v3', key, seed, s)
         if fresh and folder.exists():
             shutil.rmtree(folder)
         T = Trainer(

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import torch
 from safetensors.torch import save as st_save, load as st_load
-from .utils import default_device, seed_everything, atomic_write_bytes
+from .utils import default_device, atomic_write_bytes
 from .data import Catalog
 
 # %% auto #0
@@ -97,7 +97,7 @@ def fit_als(
 ) -> tuple[torch.Tensor, torch.Tensor]:  # user and item embeddings, (U, k+2) and (M, k+2)
     "Weighted ALS for the biased factor model, returned as exact inner-product embeddings."
     dev = default_device(device)
-    g = seed_everything(seed)
+    g = torch.Generator().manual_seed(seed)  # the initial factors' own stream: the caller's generators are untouched
     u = torch.tensor(ratings.user.to_numpy(np.int64), device=dev)
     i = torch.tensor(ratings.item.to_numpy(np.int64), device=dev)
     r = torch.tensor(ratings.rating.to_numpy(np.float64), dtype=dtype, device=dev)

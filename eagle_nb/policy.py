@@ -12,7 +12,7 @@ import pandas as pd
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from .utils import default_device, seed_everything, quiet_hf
+from .utils import default_device, local_seed, quiet_hf
 from .llm import chat_prompt, smollm2_path, tiny_llm_path
 from .environment import SYSTEM
 from .design import round_design
@@ -477,30 +477,30 @@ def fit_reference(
     seed: int = 0,
 ) -> pd.DataFrame:  # per-epoch train (and held-out) cross-entropy
     "Supervised pre-training of a reference policy on target distributions."
-    seed_everything(seed)
-    rng = np.random.default_rng(seed)
-    params = [p for p in policy.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
-    rows = []
-    for ep in range(epochs):
-        policy.train()
-        perm = rng.permutation(len(data))
-        tot = 0.0
-        for s in range(0, len(data), batch_size):
-            idx = perm[s : s + batch_size]
-            b = [data[i] for i in idx]
-            out = policy([d['obs'] for d in b], [d['cands'] for d in b])
-            q = _pad_targets([targets[i] for i in idx], out.logp.shape[1]).to(out.logp.device)
-            loss = -(q * out.logp.masked_fill(~out.mask, 0)).sum(1).mean()
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"non-finite pre-training loss at epoch {ep}")
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            tot += loss.item() * len(idx)
-        policy.eval()
-        row = {'epoch': ep + 1, 'train CE': tot / len(data)}
-        if val is not None:
-            row['held-out CE'] = cross_entropy(policy, *val)[0]
-        rows.append(row)
-    return pd.DataFrame(rows)
+    with local_seed(seed):  # dropout, if the policy has any; the caller's state is kept
+        rng = np.random.default_rng(seed)
+        params = [p for p in policy.parameters() if p.requires_grad]
+        opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+        rows = []
+        for ep in range(epochs):
+            policy.train()
+            perm = rng.permutation(len(data))
+            tot = 0.0
+            for s in range(0, len(data), batch_size):
+                idx = perm[s : s + batch_size]
+                b = [data[i] for i in idx]
+                out = policy([d['obs'] for d in b], [d['cands'] for d in b])
+                q = _pad_targets([targets[i] for i in idx], out.logp.shape[1]).to(out.logp.device)
+                loss = -(q * out.logp.masked_fill(~out.mask, 0)).sum(1).mean()
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(f"non-finite pre-training loss at epoch {ep}")
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                tot += loss.item() * len(idx)
+            policy.eval()
+            row = {'epoch': ep + 1, 'train CE': tot / len(data)}
+            if val is not None:
+                row['held-out CE'] = cross_entropy(policy, *val)[0]
+            rows.append(row)
+        return pd.DataFrame(rows)

@@ -13,7 +13,7 @@ import torch
 from fastcore.basics import patch
 from tqdm.auto import tqdm
 from .core import kl_categorical, gae_advantages, guided_masks
-from .utils import atomic_write_bytes, stable_hash, cache_dir, default_device
+from .utils import atomic_write_bytes, stable_hash, cache_dir, default_device, local_seed
 from .environment import candidate_features
 from eagle_nb.policy import (
     EmbeddingPolicy,
@@ -288,20 +288,28 @@ def load_checkpoint(path: str | Path) -> dict:
         raise RuntimeError(f"checkpoint {path} is unreadable: {e}") from None
 
 # %% ../nbs/10_training.ipynb #a5f36ac0
-def make_policy(cfg: TrainConfig, encoder, device=None) -> torch.nn.Module:
+def make_policy(
+    cfg: TrainConfig,
+    encoder,
+    device=None,
+    seed: int = 0,  # its initial weights, drawn inside `local_seed`: the same seed, the same policy
+) -> torch.nn.Module:
     "A fresh policy of the configured class (for the embedding policy, `encoder` gives the sentence embeddings and the latent size)."
     if cfg.policy == 'lm':
-        return LMPolicy.from_pretrained(
-            cfg.lm_model,
-            device=str(default_device(device)),
-            temperature=cfg.temperature,
-            train_layers=cfg.lm_train_layers,
-        )
+        with local_seed(seed):
+            return LMPolicy.from_pretrained(
+                cfg.lm_model,
+                device=str(default_device(device)),
+                temperature=cfg.temperature,
+                train_layers=cfg.lm_train_layers,
+            )
     dim = encoder.sentence_embed(['x']).shape[1]
     zdim = encoder.out_dim if cfg.state == 'latent' else None
-    return EmbeddingPolicy(
-        encoder.sentence_embed, dim, hidden=cfg.hidden, temperature=cfg.temperature, latent_dim=zdim
-    ).to(default_device(device))
+    with local_seed(seed):
+        policy = EmbeddingPolicy(
+            encoder.sentence_embed, dim, hidden=cfg.hidden, temperature=cfg.temperature, latent_dim=zdim
+        )
+    return policy.to(default_device(device))
 
 
 @dataclass
@@ -340,7 +348,7 @@ def pretrain_reference(
 ) -> torch.nn.Module:
     "pi_ref: a policy pre-trained on the configured target over states of the training anchors (cached on disk), frozen."
     key = stable_hash(
-        'ref-v2',
+        'ref-v3',  # v3: initial weights from `make_policy(seed)`
         cfg.policy,
         cfg.state,
         cfg.lm_model,
@@ -358,7 +366,7 @@ def pretrain_reference(
         stable_hash(env.texts),
     )
     f = cache_dir('reference') / f'{key}.pt'
-    ref = make_policy(cfg, encoder, device)
+    ref = make_policy(cfg, encoder, device, seed)
     if cache and f.exists():
         try:
             ref.load_state_dict(load_checkpoint(f))

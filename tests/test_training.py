@@ -157,3 +157,24 @@ def test_resumed_training_equals_uninterrupted(tmp_path):
     cols = ['seed', 'iteration', 'environment', 'train_U_end', 'kl', 'loss_pg', 'loss_v', 'entropy']
     assert len(full) == 6
     pd.testing.assert_frame_equal(full[cols], resumed[cols])
+
+
+def test_a_fresh_policy_depends_on_its_seed_only():
+    "Initial weights come from `make_policy`'s seed, not from whatever ran before (e.g. stages read from a cache)."
+    from eagle_nb.training import make_policy
+
+    class Enc:  # a test fixture standing in for E_D: constant 8-d sentence embeddings, a 3-d latent space
+        out_dim = 3
+        def sentence_embed(self, texts): return torch.ones(len(texts), 8)
+
+    cfg = TrainConfig()
+    weights = lambda p: [t.clone() for t in p.state_dict().values()]
+    torch.manual_seed(1)
+    a = weights(make_policy(cfg, Enc(), 'cpu', seed=5))
+    torch.manual_seed(2); torch.rand(100)                      # a different history of the global generator
+    state = torch.get_rng_state()
+    b = weights(make_policy(cfg, Enc(), 'cpu', seed=5))
+    assert torch.equal(torch.get_rng_state(), state)           # the caller's random state is untouched
+    c = weights(make_policy(cfg, Enc(), 'cpu', seed=6))
+    assert all(torch.equal(x, y) for x, y in zip(a, b))
+    assert not all(torch.equal(x, y) for x, y in zip(a, c))
