@@ -67,6 +67,41 @@ def test_missing_dataset_folder(tmp_path):
     assert not (tmp_path / 'o').exists()
 
 
+def _movielens(folder, n_movies=300, titles=True, shift_ids=False, cut=False):
+    "A MovieLens CSV folder from ml-100k's first movies, made bad on purpose."
+    from eagle_nb.data import load_catalog
+    cat = load_catalog('ml-100k', metadata=False)
+    m, r = cat.movies.head(n_movies), cat.ratings[cat.ratings.item < n_movies]
+    folder.mkdir(parents=True)
+    title = [f"{t} ({y})" if titles else '' for t, y in zip(m.title, m.year.fillna(1990))]
+    pd.DataFrame({'movieId': m.movie_id, 'title': title, 'genres': ['|'.join(g) for g in m.genres]}).to_csv(folder / 'movies.csv', index=False)
+    ids = m.movie_id.to_numpy()[r.item.to_numpy()] + (100_000 if shift_ids else 0)
+    text = pd.DataFrame({'userId': r.user.to_numpy() + 1, 'movieId': ids, 'rating': r.rating.to_numpy(), 'timestamp': r.timestamp.to_numpy()}).to_csv(index=False)
+    (folder / 'ratings.csv').write_text(text[:-5] if cut else text)
+    return folder
+
+
+@pytest.mark.parametrize('bad, message', [
+    (dict(cut=True), 'last line is cut short'),                               # an interrupted download
+    (dict(shift_ids=True), 'no rating refers to a known movie'),    # every rating names a movie movies.csv lacks
+    (dict(titles=False), '300 of 300 rated movies have no title'),
+])
+def test_bad_ratings_or_movies_files_end_before_any_fitting(tmp_path, bad, message):
+    folder = _movielens(tmp_path / 'ml', **bad)
+    r = run_cli('run', '--set', f'data.dataset={folder}', '--set', 'llm.model=tiny', '--out', str(tmp_path / 'o'))
+    one_line_error(r, message)
+    assert not (tmp_path / 'o').exists()                        # nothing was written, nothing was fitted
+
+
+def test_a_catalogue_with_a_few_known_movies_names_what_was_lost(tmp_path):
+    folder = _movielens(tmp_path / 'ml', shift_ids=True)
+    ratings = pd.read_csv(folder / 'ratings.csv')
+    ratings.loc[:99, 'movieId'] -= 100_000                      # 100 ratings name known movies, the rest do not
+    ratings.to_csv(folder / 'ratings.csv', index=False)
+    r = run_cli('run', '--set', f'data.dataset={folder}', '--set', 'llm.model=tiny', '--out', str(tmp_path / 'o'))
+    one_line_error(r, 'ratings name movies that the movies table lacks')
+
+
 def test_empty_or_truncated_model_folder_is_reported_before_any_work(tmp_path):
     (tmp_path / 'empty').mkdir()
     r = run_cli('run', '--set', f'llm.model={tmp_path / "empty"}', '--out', str(tmp_path / 'o'), env={'EAGLE_CACHE': str(tmp_path / 'cache')})

@@ -91,3 +91,26 @@ def test_writer_empty_text_falls_back_to_template(tmp_path):
     cat = load_catalog(write_layout(tmp_path / 'x'), metadata=False)
     out = describe_catalog(cat, writer=lambda rows: ['' for _ in rows], writer_id='empty', cache=tmp_path / 'c')
     assert out == describe_catalog(cat)
+
+
+def test_a_ratings_file_cut_short_is_refused(tmp_path):
+    folder = write_layout(tmp_path / 'x')
+    text = (folder / 'ratings.csv').read_text()
+    (folder / 'ratings.csv').write_text(text[:-4])              # the last line loses its end (and its newline)
+    with pytest.raises(ValueError, match='last line is cut short'):
+        load_catalog(folder, metadata=False)
+    (folder / 'ratings.csv').write_text(text)                   # the whole file loads
+    assert len(load_catalog(folder, metadata=False).ratings) == 7
+
+
+def test_movies_without_titles_are_refused(tmp_path):
+    movies = pd.DataFrame({'movieId': [1, 2, 3], 'title': ['Toy Story (1995)', '', 'Heat (1995)'], 'genres': ['Drama'] * 3})
+    folder = write_layout(tmp_path / 'x', movies=movies)
+    with pytest.raises(ValueError, match=r'1 of 3 rated movies have no title \(movie_id \[2\]'):
+        load_catalog(folder, metadata=False)
+
+
+def test_ratings_of_unknown_movies_are_counted(tmp_path):
+    ratings = pd.DataFrame({'userId': [1, 1, 2], 'movieId': [1, 99, 98], 'rating': [4.0, 3.0, 2.0]})
+    cat = load_catalog(write_layout(tmp_path / 'x', ratings=ratings), metadata=False)
+    assert (cat.n_items, len(cat.ratings), cat.unmatched) == (1, 1, 2)
