@@ -427,14 +427,9 @@ def report(
     return metrics
 
 # %% ../nbs/14_cli.ipynb #3566151f
-def run(
-    cfg: Config,
-    log=None,
-    fresh: bool = False,
-    cat=None,  # the catalogue `preflight` loaded and checked (checked here when None)
-) -> dict:
+def run(cfg: Config, log=None, fresh: bool = False) -> dict:
     "Run the pipeline on `cfg` and write the results folder; returns the metrics."
-    cat = cat or preflight(cfg)
+    preflight(cfg)
     out = Path(cfg.run.out)
     (out / 'figures').mkdir(parents=True, exist_ok=True)
     seed_everything(cfg.run.seed)
@@ -458,7 +453,7 @@ def run(
         bar.update(1)
         bar.set_postfix_str(name)
 
-    st = build_stack(cfg, log, cat=cat)
+    st = build_stack(cfg, log)
     anchors = evaluate_anchors(st)
     done('stack')
     key = run_key(cfg)
@@ -544,7 +539,8 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument('--iterations', type=int, help='stop each seed after this many iterations (run again to resume)')
     b = sub.add_parser(
         'bench',
-        help='benchmark the LLM environment (engine vs reference decoder, one step, bank and rewrite rates)',
+        help='benchmark the LLM environment (engine vs reference decoder, one environment step, bank and rewrite '
+        'rates)',
     )
     common(b, out=False)
     b.add_argument('--json', action='store_true', help='print one JSON object')
@@ -558,14 +554,14 @@ def main(argv: list[str] | None = None) -> int:
         if a.cmd == 'config':
             print(config_to_yaml(cfg))
             return 0
-        cat = preflight(cfg)
+        preflight(cfg)
         if a.cmd == 'bench':
             res = bench(cfg, a.anchors, log=say)
             print(json.dumps(res) if a.json else bench_table(res))
             return 0
         if a.cmd == 'train':
             t0 = time.time()
-            st = build_stack(cfg, say, cat=cat)
+            st = build_stack(cfg, say)
             env = make_env(st, log=say)
             pools = anchor_pools(st, cfg.train, cfg.run.seed)
             models = stage_model(st, env, pools, cfg.train, cfg.run.seed, cfg.run.device, say)
@@ -598,7 +594,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  {T.ckpt_path}")
             return 0
         t0 = time.time()
-        m = run(cfg, fresh=a.fresh, cat=cat)
+        m = run(cfg, fresh=a.fresh)
         print(f"done in {time.time() - t0:.0f}s: results in {Path(cfg.run.out).resolve()}")
         for k in [
             'movies',

@@ -114,7 +114,7 @@ def build_catalog(
     # keep only movies that have at least one rating: an item nobody rated has no behavioural embedding
     movies = movies[movies.movie_id.isin(ratings.movie_id)].reset_index(drop=True)
     untitled = movies.title.isna() | (movies.title.astype(str).str.strip() == '')
-    if untitled.any():
+    if untitled.mean() > 0.5:  # a few untitled movies occur in real data (5 in ml-latest-small); most is a broken file
         raise ValueError(
             f"{name}: {int(untitled.sum())} of {len(movies)} rated movies have no title "
             f"(movie_id {movies.movie_id[untitled].head(3).tolist()}...): descriptions need titles"

@@ -4,7 +4,7 @@
 
 # %% ../nbs/03_latent.ipynb #5fc23685
 from __future__ import annotations
-import time, json
+import itertools, time, json
 from dataclasses import dataclass
 from pathlib import Path
 import numpy as np
@@ -15,8 +15,8 @@ from .utils import default_device, atomic_write_bytes
 from .data import Catalog
 
 # %% auto #0
-__all__ = ['LatentSpace', 'fit_als', 'split_ratings', 'rmse', 'evaluate_factorisation', 'build_latent', 'save_latent',
-           'load_latent']
+__all__ = ['LatentSpace', 'fit_als', 'split_ratings', 'rmse', 'evaluate_factorisation', 'tune_latent', 'build_latent',
+           'save_latent', 'load_latent']
 
 # %% ../nbs/03_latent.ipynb #04a32498
 def _solve_side(rows, cols, y, c, F, n_rows, lam, budget=2**22):
@@ -165,6 +165,28 @@ def evaluate_factorisation(
         out[name] = rmse(pred, target)
         out[f'{name}_seconds'] = time.time() - t0
     return out
+
+# %% ../nbs/03_latent.ipynb #b2d4f6a81024
+def tune_latent(
+    cat: Catalog,  # the catalogue
+    grid: dict,  # lists of values for any of k, lam, iters, alpha (the rest keep `fit_als`'s defaults)
+    val_frac: float = 0.1,  # share of the training ratings held out to choose on
+    test_frac: float = 0.1,  # the test share of `evaluate_factorisation`: those ratings are never read here
+    seed: int = 0,  # the test split's seed; the validation split uses seed + 1
+    device: str | None = None,
+) -> pd.DataFrame:
+    "Validation RMSE of every grid point, fitted on the training ratings minus a validation split; best first."
+    train, _ = split_ratings(cat.ratings, test_frac, seed)
+    fit, val = split_ratings(train, val_frac, seed + 1)
+    target = val.rating.to_numpy(np.float64)
+    rows = []
+    for values in itertools.product(*grid.values()):
+        p = dict(zip(grid, values))
+        t0 = time.time()
+        Zu, Zm = fit_als(fit, cat.n_users, cat.n_items, seed=seed, device=device, **p)
+        pred = (Zu[_index(val.user)] * Zm[_index(val.item)]).sum(-1).clamp(0.5, 5.0)
+        rows.append({**p, 'val_rmse': rmse(pred, target), 'seconds': time.time() - t0})
+    return pd.DataFrame(rows).sort_values('val_rmse', ignore_index=True)
 
 # %% ../nbs/03_latent.ipynb #9f4d64b0
 def build_latent(

