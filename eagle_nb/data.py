@@ -31,7 +31,9 @@ def package_dir(
     return Path(spec.submodule_search_locations[0])
 
 # %% ../nbs/02_data.ipynb #6ce90794
-META_COLS = ['director', 'writer', 'cast', 'runtime', 'country', 'language', 'awards', 'rated', 'critic_meter']
+META_COLS = [
+    'director', 'writer', 'cast', 'runtime', 'country', 'language', 'awards', 'rated', 'critic_meter', 'consensus'
+]
 
 
 @dataclass
@@ -295,7 +297,7 @@ def film_metadata() -> pd.DataFrame:
         df = pd.read_sql(
             'SELECT o.Title, o.Year, o.Director, o.Writer, o."Cast", o.Runtime, o.Country, o.Language, o.Awards, '
             'o.Rating, '
-            't.Meter AS critic_meter FROM omdb o LEFT JOIN tomatoes t ON o.ID = t.ID',
+            't.Meter AS critic_meter, t.Consensus AS consensus FROM omdb o LEFT JOIN tomatoes t ON o.ID = t.ID',
             con,
         )
     df = df.rename(columns=str.lower).rename(columns={'rating': 'rated'})
@@ -307,7 +309,7 @@ def film_metadata() -> pd.DataFrame:
 def enrich(
     cat: Catalog,  # a catalogue whose movies have title and year
 ) -> Catalog:
-    "Add director, writer, cast, runtime, country, language, awards and MPAA rating by a title+year join."
+    "Add director, writer, cast, runtime, country, language, awards, MPAA rating and critics by a title+year join."
     meta = film_metadata().drop_duplicates(['key', 'year'])
     mv = cat.movies.drop(columns=META_COLS).assign(
         key=cat.movies.title.map(normalise_title), year_=cat.movies.year.astype('float')
@@ -516,6 +518,8 @@ def describe_movie(
             if meter >= 75
             else dislikes.insert(0, "weak reviews from critics") if meter < 50 else None
         )
+    if m.get('consensus'):  # the critics' one-sentence consensus, when the film table has it
+        plot += f" Critics' consensus: {m['consensus'].strip().rstrip('.')}."
     generic_like = [
         "a distinctive premise",
         "rewatch value",

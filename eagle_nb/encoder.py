@@ -16,7 +16,7 @@ from .latent import LatentSpace
 
 # %% auto #0
 __all__ = ['load_backbone', 'EmbeddingCache', 'TextEncoder', 'ridge_head', 'split_items', 'fit_encoder', 'encoder_metrics',
-           'save_encoder', 'load_encoder']
+           'EncoderEnsemble', 'save_encoder', 'load_encoder']
 
 # %% ../nbs/04_encoder.ipynb #6ea7d9f7
 def load_backbone(
@@ -181,10 +181,12 @@ def split_items(
 
 def fit_encoder(
     texts: list[str],  # one description per movie, in item order
-    latent: LatentSpace,  # the targets: latent.item_emb
+    latent: LatentSpace | torch.Tensor,  # the targets: latent.item_emb (or any (N, n) matrix, one row per text)
     train_idx: np.ndarray,  # movies to train on
-    finetune_layers: int = 0,  # 0: frozen backbone (ridge head only); >0: also train this many top layers
-    epochs: int = 2,
+    finetune_layers: int = 0,  # 0: frozen backbone (ridge head only); >0: this many top layers; -1: all of it
+    epochs: int = 2,  # the most epochs of fine-tuning
+    val_frac: float = 0.0,  # >0: early stopping on this share of `train_idx`, held out of training
+    patience: int = 1,  # epochs without a better validation loss before stopping
     lr: float = 5e-5,
     batch_size: int = 32,  # fine-tuning schedule
     seed: int = 0,
@@ -193,16 +195,21 @@ def fit_encoder(
     backbone=None,  # reuse an already loaded backbone (it is modified in place when fine-tuning)
 ) -> TextEncoder:
     "Train the text encoder E_D by l2 regression onto the movies' behavioural embeddings."
-    if len(texts) != latent.item_emb.shape[0]:
-        raise ValueError(f"{len(texts)} texts for {latent.item_emb.shape[0]} movies")
+    Z = (latent.item_emb if isinstance(latent, LatentSpace) else torch.as_tensor(latent)).float()
+    if len(texts) != Z.shape[0]:
+        raise ValueError(f"{len(texts)} texts for {Z.shape[0]} movies")
+    train_idx = np.asarray(train_idx)
+    stop_idx = np.array([], dtype=int)
+    if finetune_layers and val_frac > 0:
+        held = np.random.default_rng(seed + 1).random(len(train_idx)) < val_frac
+        train_idx, stop_idx = train_idx[~held], train_idx[held]
     with local_seed(seed):  # the head's initial weights, dropout while fine-tuning
         dev = default_device(device)
-        Z = latent.item_emb.float()
         sd = Z.std(0)
         const_idx = [i for i in range(Z.shape[1]) if sd[i] < 1e-6]
         bb = backbone if backbone is not None else load_backbone(device)
         enc = TextEncoder(
-            bb, Z.shape[1], const_idx, [float(Z[0, i]) for i in const_idx], finetuned=finetune_layers > 0
+            bb, Z.shape[1], const_idx, [float(Z[0, i]) for i in const_idx], finetuned=finetune_layers != 0
         ).to(dev)
         frozen_cache = EmbeddingCache(bb) if enc.cache is None else enc.cache
         X = frozen_cache([texts[i] for i in train_idx], progress=progress).to(dev)
@@ -210,28 +217,29 @@ def fit_encoder(
         # choose the ridge strength on a validation slice of the training movies
         rng = np.random.default_rng(seed)
         val = rng.random(len(train_idx)) < 0.15
-        best = None
+        chosen = None
         for lam in [0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0]:
             W, b = ridge_head(X[~val].cpu(), Y[~val].cpu(), lam)
             err = ((X[val].cpu() @ W.T + b - Y[val].cpu()) ** 2).mean().item()
-            if best is None or err < best[0]:
-                best = (err, lam)
-        W, b = ridge_head(X.cpu(), Y.cpu(), best[1])
+            if chosen is None or err < chosen[0]:
+                chosen = (err, lam)
+        W, b = ridge_head(X.cpu(), Y.cpu(), chosen[1])
         with torch.no_grad():
             enc.head.weight.copy_(W)
             enc.head.bias.copy_(b)
         enc.info = {
-            'ridge_lambda': best[1],
+            'ridge_lambda': chosen[1],
             'finetune_layers': finetune_layers,
             'epochs': epochs if finetune_layers else 0,
             'n_train': len(train_idx),
+            'n_early_stopping': len(stop_idx),
         }
-        if finetune_layers <= 0:
+        if finetune_layers == 0:
             return enc
-        for p in bb.parameters():
-            p.requires_grad_(False)
         layers = bb[0].auto_model.encoder.layer
-        for layer in layers[len(layers) - finetune_layers :]:
+        for p in bb.parameters():
+            p.requires_grad_(finetune_layers < 0)  # -1: the whole backbone, embeddings included
+        for layer in layers[len(layers) - max(finetune_layers, 0) :] if finetune_layers > 0 else []:
             for p in layer.parameters():
                 p.requires_grad_(True)
         params = [p for p in enc.parameters() if p.requires_grad]
@@ -244,7 +252,18 @@ def fit_encoder(
         )
         enc.train()
         g = torch.Generator().manual_seed(seed)
-        losses = []
+        losses, val_losses, best, ep = [], [], None, -1
+
+        def stop_loss():
+            enc.eval()
+            with torch.no_grad():
+                pred = torch.cat([enc([texts[i] for i in stop_idx[s : s + 64]]) for s in range(0, len(stop_idx), 64)])
+            enc.train()
+            return float(((pred[:, enc.var_idx].cpu() - Z[stop_idx][:, enc.var_idx]) ** 2).sum(1).mean())
+
+        if len(stop_idx):
+            val_losses.append(stop_loss())  # epoch 0: the ridge head on the shipped backbone
+            best = (val_losses[0], 0, {k: v.detach().clone() for k, v in enc.state_dict().items()})
         for ep in range(epochs):
             order = train_idx[torch.randperm(len(train_idx), generator=g).numpy()]
             bar = tqdm(
@@ -260,6 +279,16 @@ def fit_encoder(
                 opt.step()
                 losses.append(loss.item())
                 bar.set_postfix(loss=f"{loss.item():.3f}")
+            if len(stop_idx):
+                val_losses.append(stop_loss())
+                if val_losses[-1] < best[0]:
+                    best = (val_losses[-1], ep + 1, {k: v.detach().clone() for k, v in enc.state_dict().items()})
+                elif ep + 1 - best[1] >= patience:
+                    break
+        if best is not None:
+            enc.load_state_dict(best[2])  # the weights of the best validation epoch
+            enc.info.update(val_losses=val_losses, best_epoch=best[1])
+        enc.info['epochs_run'] = ep + 1
         enc.info['train_losses'] = losses
         enc.eval()
         return enc
@@ -269,13 +298,13 @@ def fit_encoder(
 def encoder_metrics(
     enc: TextEncoder,  # a trained encoder
     texts: list[str],  # all descriptions, in item order
-    latent: LatentSpace,  # the targets
+    latent: LatentSpace | torch.Tensor,  # the targets: latent.item_emb (or any (N, n) matrix, one row per text)
     test_idx: np.ndarray,  # held-out movies
     ks: tuple = (1, 10, 50),  # retrieval cut-offs
     pool: np.ndarray | None = None,  # movies that retrieval ranks among and NN distances use; all by default
 ) -> dict:
     "Held-out R^2, cosine, error / nearest-neighbour distance, retrieval accuracy@k."
-    Z = latent.item_emb.float()
+    Z = (latent.item_emb if isinstance(latent, LatentSpace) else torch.as_tensor(latent)).float()
     v = enc.var_idx
     pool = np.arange(len(Z)) if pool is None else np.asarray(pool)
     if not np.isin(test_idx, pool).all():
@@ -303,6 +332,20 @@ def encoder_metrics(
         out[f'acc@{k}'] = float((rank < k).float().mean())
     out['chance@10'] = 10 / len(pool)
     return out
+
+# %% ../nbs/04_encoder.ipynb #35eb3592
+class EncoderEnsemble:
+    "The mean prediction of several encoders into the same latent space."
+
+    def __init__(self, members: list):  # trained `TextEncoder`s (or ensembles)
+        self.members = list(members)
+        self.var_idx, self.out_dim = self.members[0].var_idx, self.members[0].out_dim
+        if any(m.out_dim != self.out_dim for m in self.members):
+            raise ValueError("ensemble members must map into the same latent space")
+
+    def encode(self, texts: list[str], batch_size: int = 64) -> torch.Tensor:
+        "Mean of the members' latent vectors, (len(texts), n)."
+        return torch.stack([m.encode(texts, batch_size) for m in self.members]).mean(0)
 
 # %% ../nbs/04_encoder.ipynb #3668d1f1
 def save_encoder(enc: TextEncoder, path: str | Path) -> Path:

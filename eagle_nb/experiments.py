@@ -17,7 +17,9 @@ from .llm import smollm2_path, tiny_llm_path, SamplingParams, sample_next
 from .design import round_design
 from .environment import candidate_features
 from .policy import rollout, collect_states, PolicyMix
-from .training import TrainConfig, Trainer, AnchorPools, pretrain_reference, learner_from, make_guide
+from eagle_nb.training import (
+    TrainConfig, Trainer, AnchorPools, pretrain_reference, learner_from, make_guide, reward_fingerprint
+)
 from .surrogate import Transitions, TransitionModel, SurrogateEnv, cross_fidelity
 
 # %% auto #0
@@ -462,7 +464,8 @@ def stage_train(
     "One trained agent per seed (resuming when possible)."
     trainers = []
     for s in range(seeds):
-        folder = cache_dir('runs') / stable_hash('train-v3', key, seed, s)
+        # v4: the reward's fingerprint is part of the key: a changed E_D or utility never resumes an old run
+        folder = cache_dir('runs') / stable_hash('train-v4', key, reward_fingerprint(env), seed, s)
         if fresh and folder.exists():
             shutil.rmtree(folder)
         T = Trainer(

@@ -54,8 +54,9 @@ class LatentConfig:
 class EncoderConfig:
     "The text encoder (see 04_encoder)."
 
-    finetune_layers: int = 0  # 0: frozen backbone + ridge head; >0: fine-tune this many top layers
-    epochs: int = 2
+    # 0: frozen backbone + ridge head; >0: fine-tune this many top layers; -1: all of MiniLM (04_encoder's best)
+    finetune_layers: int = 0
+    epochs: int = 2  # the most epochs of fine-tuning (early stopping on 15% of the training movies)
     min_ratings: int = 10
     test_frac: float = 0.1
     backbone: str | None = None  # a local sentence-transformers folder; the shipped all-MiniLM-L6-v2 by default
@@ -115,6 +116,11 @@ class StackConfig:
                 raise ConfigError(f"config.{name} must be >= 1, got {v}")
         if not 0 < self.encoder.test_frac < 1:
             raise ConfigError(f"config.encoder.test_frac must be in (0, 1), got {self.encoder.test_frac}")
+        if self.encoder.finetune_layers < -1 or (self.encoder.finetune_layers and self.encoder.epochs < 1):
+            raise ConfigError(
+                "config.encoder.finetune_layers must be -1 (all of the backbone), 0 (frozen) or a number of top "
+                f"layers, with encoder.epochs >= 1; got {self.encoder.finetune_layers} and {self.encoder.epochs}"
+            )
         if self.reward.lam < 0:
             raise ConfigError(f"config.reward.lam must be >= 0, got {self.reward.lam}")
         if self.llm.batch_size < 1:
@@ -245,6 +251,7 @@ def stage_encoder(cfg: StackConfig, cat: Catalog, latent: LatentSpace, texts: li
         latent,
         train_idx,
         finetune_layers=e.finetune_layers,
+        val_frac=0.15 if e.finetune_layers else 0.0,
         epochs=e.epochs,
         seed=cfg.run.seed,
         device=cfg.run.device,

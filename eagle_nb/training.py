@@ -29,8 +29,8 @@ from eagle_nb.policy import (
 
 # %% auto #0
 __all__ = ['ALGORITHMS', 'TrainConfig', 'frozen_copy', 'MyopicOracle', 'phase_algorithm', 'Batch', 'collect', 'batch_losses',
-           'save_checkpoint', 'load_checkpoint', 'make_policy', 'AnchorPools', 'anchor_pools', 'pretrain_reference',
-           'learner_from', 'make_guide', 'MetricsLog', 'TensorBoardLog', 'Checkpoints', 'Trainer']
+           'save_checkpoint', 'load_checkpoint', 'make_policy', 'AnchorPools', 'anchor_pools', 'reward_fingerprint',
+           'pretrain_reference', 'learner_from', 'make_guide', 'MetricsLog', 'TensorBoardLog', 'Checkpoints', 'Trainer']
 
 # %% ../nbs/10_training.ipynb #16847e69
 ALGORITHMS = ('ppo', 'ppo++', 'aggrevated', 'lols', 'd2lols')
@@ -338,6 +338,17 @@ def anchor_pools(st, cfg: TrainConfig, seed: int) -> AnchorPools:  # st: the sta
     )
 
 
+def reward_fingerprint(
+    env,  # an environment with `.encoder` (E_D) and `.utility`
+    probe: str = 'A probe text: a quiet drama about two sisters who run a bakery in Lyon.',
+) -> str:
+    "A short hash of what the environment rewards: E_D of a fixed text and its utility for viewer 0."
+    with torch.no_grad():
+        z = torch.as_tensor(env.encoder.encode([probe])).float()
+        u = env.utility(z, torch.zeros(1, dtype=torch.long))['total']
+    return stable_hash([round(float(x), 5) for x in torch.cat([z.flatten(), u.float().flatten()])])
+
+
 def pretrain_reference(
     cfg: TrainConfig,
     env,
@@ -354,7 +365,8 @@ def pretrain_reference(
         "frozen."
     )
     key = stable_hash(
-        'ref-v3',  # v3: initial weights from `make_policy(seed)`
+        'ref-v4',  # v4: the reward (E_D, latent space, utility) is part of the key
+        reward_fingerprint(env),
         cfg.policy,
         cfg.state,
         cfg.lm_model,

@@ -32,6 +32,8 @@ def one_line_error(r, message):
     ('reward: {lam: 1\n', 'is not valid YAML'),
     ('bogus:\n  x: 1\n', "config: unknown key(s) ['bogus']"),
     ('encoder:\n  test_frac: 1.5\n', 'test_frac must be in (0, 1)'),
+    ('encoder:\n  finetune_layers: -3\n', 'finetune_layers must be -1 (all of the backbone)'),
+    ('encoder:\n  finetune_layers: -1\n  epochs: 0\n', 'with encoder.epochs >= 1'),
     ('env:\n  reward: sparse\n', "reward must be 'terminal' or 'delta'"),
     ('llm:\n  batch_size: 0\n', 'batch_size must be >= 1'),
 ])
@@ -163,6 +165,11 @@ def test_eagle_run_end_to_end_writes_results_and_reuses_caches(tmp_path):
     assert m.paired_gain_agent_vs_reference_ci_low <= m.paired_gain_agent_vs_reference <= m.paired_gain_agent_vs_reference_ci_high
     assert 0 <= m.llm_action_rate <= 1 and 0 <= m.rewrite_accept_rate <= 1 and m.train_seeds == 2
     assert m.movies == 1682 and m.rmse_als < m.rmse_bias < m.rmse_global_mean
+    assert bool(m.encoder_passes_check) == (m['encoder_error/nn'] < 1)                             # the gate reads the check
+    ev0 = pd.read_csv(out / 'eval.csv')
+    for k, name in [('agent', 'EAGLE agent'), ('random', 'random edits')]:                         # gains in % of U_0
+        g = ev0[ev0.method == name]
+        assert abs(m[f'gain_pct_{k}'] - 100 * ((g['U end'] - g['U start']) / g['U start'].abs()).mean()) < 2e-3
     ev = pd.read_csv(out / 'eval.csv')
     assert set(ev.method) == {'random edits', 'pi_ref (G-optimal)', 'EAGLE agent'}
     assert len(ev[ev.method == 'EAGLE agent']) == 2 * len(ev[ev.method == 'random edits'])          # 2 seeds on the same episodes
@@ -172,6 +179,8 @@ def test_eagle_run_end_to_end_writes_results_and_reuses_caches(tmp_path):
     md = (out / 'results.md').read_text()
     assert 'tie' in md or 'higher' in md or 'lower' in md
     assert '## What the environment did' in md and '![training](figures/training.png)' in md
+    gate = "passes the paper's check" if m.encoder_passes_check else "fails the paper's check"
+    assert gate in md.split('## The question')[0]                                                   # stated before the results
     r2 = run_cli('run', '--out', str(tmp_path / 'again'), *TINY)
     assert r2.returncode == 0, r2.stderr[-3000:]
     for s in ['latent space: cached', 'encoder: cached', 'judge: cached', 'reference policy (G-optimal): cached', 'resumed from']:

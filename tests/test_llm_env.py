@@ -164,3 +164,25 @@ def test_building_the_model_fixtures_leaves_the_callers_generators_untouched(tmp
                        env={**os.environ, 'EAGLE_CACHE': str(tmp_path), 'HF_HUB_OFFLINE': '1'})
     assert r.returncode == 0, r.stderr[-2000:]
     assert r.stdout.split() == ['True', 'True'], r.stdout
+
+
+def test_personalised_proposals_are_asked_with_the_viewers_profile(tmp_path, tiny_env_parts):
+    """The LLM writes personalised edits from a prompt that holds the episode viewer's profile, generic ones without any;
+    two viewers of the same movie get different requests and their own bank cells."""
+    env = make_env(tmp_path, tiny_env_parts)
+    sent = []
+    chat = env.llm.chat
+    def spy(prompts, *a, **k):
+        sent.extend(prompts)
+        return chat(prompts, *a, **k)
+    env.llm.chat = spy
+    env.reset(seed=0, options={'anchors': [0, 0], 'users': [0, 1]})
+    env.candidate_actions()
+    generic = [p for p in sent if 'The viewer:' not in p]
+    drama = [p for p in sent if 'The viewer: likes drama' in p]
+    comedy = [p for p in sent if 'The viewer: likes comedy' in p]
+    assert generic and drama and comedy and len(generic) + len(drama) + len(comedy) == len(sent)
+    assert all('that this viewer would enjoy' in p for p in drama + comedy)
+    assert {p.replace('likes drama', 'X') for p in drama} == {p.replace('likes comedy', 'X') for p in comedy}
+    users = [{e['user'] for e in env.banks.bank(env.texts[0], env.bank_users(0, u))} for u in (0, 1)]
+    assert users == [{None, 0}, {None, 1}]                                  # each viewer's own personalised cell

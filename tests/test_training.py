@@ -9,8 +9,8 @@ import torch
 from eagle_nb.core import kl_categorical, gae_advantages, guided_masks
 from eagle_nb.data import load_catalog
 from eagle_nb.environment import EagleEnv, EnvConfig
-from eagle_nb.policy import PolicyOut, masked_log_softmax
-from eagle_nb.training import (TrainConfig, Batch, batch_losses, collect, frozen_copy, phase_algorithm, save_checkpoint,
+from eagle_nb.policy import PolicyOut, masked_log_softmax, reference_targets
+from eagle_nb.training import (TrainConfig, Batch, MyopicOracle, AnchorPools, pretrain_reference, batch_losses, collect, frozen_copy, phase_algorithm, save_checkpoint,
                                load_checkpoint)
 from test_cli import run_cli, TINY
 
@@ -178,3 +178,87 @@ def test_a_fresh_policy_depends_on_its_seed_only():
     c = weights(make_policy(cfg, Enc(), 'cpu', seed=6))
     assert all(torch.equal(x, y) for x, y in zip(a, b))
     assert not all(torch.equal(x, y) for x, y in zip(a, c))
+
+
+def test_reference_targets_by_hand():
+    """The paper's three targets: uniform over the candidates, optimistic on the best next-step utility (ties split),
+    G-optimal uniform on a rounded design that spans the candidates' directions; no direction at all gives uniform."""
+    Z = torch.tensor([[1., 0.], [0., 1.], [1e-3, 1e-3], [0.5, 0.5]])                 # two directions and two weak ones
+    d = [{'cands': ['a', 'b', 'c', 'd'], 'U1': torch.tensor([1., 3., 3., 2.]), 'Z': Z},
+         {'cands': ['a', 'b'], 'U1': torch.tensor([0., 1.]), 'Z': torch.zeros(2, 2)}]
+    t = reference_targets(d, k=2)
+    assert torch.allclose(t['uniform'][0], torch.full((4,), .25)) and torch.allclose(t['uniform'][1], torch.full((2,), .5))
+    assert t['optimistic'][0].tolist() == [0., .5, .5, 0.] and t['optimistic'][1].tolist() == [0., 1.]
+    g = t['G-optimal'][0]
+    S = torch.nonzero(g).flatten()
+    assert len(S) == 2 and torch.allclose(g[S], torch.full((2,), .5)) and math.isclose(float(g.sum()), 1.0)
+    assert torch.linalg.matrix_rank(Z[S]) == 2                                         # the chosen pair spans the plane
+    assert t['G-optimal'][1].tolist() == [.5, .5]                                      # no candidate moved the state
+
+
+def test_myopic_oracle_picks_the_candidate_with_the_best_next_step():
+    """The guide's argmax is the candidate whose one-step transition scores best, checked by stepping every candidate."""
+    cat = load_catalog('ml-100k', metadata=False)
+    length_utility = lambda z, users: {'total': z[:, 0], 'rating': z[:, 0], 'novelty': torch.zeros(len(z))}
+    env = EagleEnv(None, LenEncoder(), length_utility, cat, ['A quiet drama.'] * cat.n_items, lambda u: '',
+                   EnvConfig(horizon=1, n_generic=3, n_personal=1, proposals='templates', transitions='append'))
+    opts = {'anchors': [0, 1, 2], 'users': [0, 1, 2]}
+    obs, _ = env.reset(seed=0, options=opts)
+    cands = env.candidate_actions()
+    chosen = MyopicOracle(env)(obs, cands).logp.argmax(1)
+    K = len(cands[0])
+    U = torch.zeros(3, K)
+    for j in range(K):                                                                  # the real next-step utility of each
+        env.reset(seed=0, options=opts)
+        assert env.candidate_actions() == cands
+        U[:, j] = env.step([j] * 3)[1]
+    assert (U.max(1).values > U.min(1).values).all()                                    # every state has a best candidate
+    for i in range(3):
+        assert U[i, chosen[i]] >= U[i].max() - 1e-6, (i, U[i], chosen[i])
+
+
+def test_a_guided_algorithm_changes_learning_against_ppo():
+    """PPO++ with the myopic oracle as guide (beta = 1): the guide takes the roll-in steps, those steps carry no policy
+    gradient, the episodes differ from PPO's with the same seed, and so does the update."""
+    cat = load_catalog('ml-100k', metadata=False)
+    length_utility = lambda z, users: {'total': z[:, 0], 'rating': z[:, 0], 'novelty': torch.zeros(len(z))}
+    env = EagleEnv(None, LenEncoder(), length_utility, cat, ['A quiet drama.'] * cat.n_items, lambda u: '',
+                   EnvConfig(horizon=3, n_generic=3, n_personal=1, proposals='templates', transitions='append'))
+    anchors, users = list(range(8)), list(range(8))
+    grads, batches = {}, {}
+    for algo in ('ppo', 'ppo++'):
+        torch.manual_seed(0)
+        pol = Logits(4); ref = frozen_copy(pol)
+        b, ep = collect(env, pol, MyopicOracle(env) if algo != 'ppo' else None, anchors, users, algo, 1.0, seed=0)
+        loss, _ = batch_losses(pol, ref, b, list(range(len(anchors))), TrainConfig(algorithm=algo))
+        loss.backward()
+        grads[algo], batches[algo] = pol.w.grad.clone(), b
+    g, p = batches['ppo++'], batches['ppo']
+    assert g.guide_acts.any() and not p.guide_acts.any()
+    assert not (g.guide_acts & g.pg_mask).any() and p.pg_mask.all()          # the guide's steps are not the learner's
+    assert not torch.equal(g.actions, p.actions)
+    assert float(g.end_U.mean()) > float(p.end_U.mean())                       # the oracle's roll-in steps help here
+    assert not torch.allclose(grads['ppo++'], grads['ppo'])
+
+
+class LenSentenceEncoder(LenEncoder):
+    "The length encoder with the sentence-embedding interface the embedding policy reads (a test fixture)."
+    out_dim = 2
+    def sentence_embed(self, texts, grad=False): return torch.tensor([[len(t) / 100., t.count(' ') / 10.] for t in texts])
+
+
+def test_the_reference_cache_follows_the_reward(tmp_path, monkeypatch):
+    """pi_ref pre-trained under one utility is reused under the same one and never under another."""
+    monkeypatch.setenv('EAGLE_CACHE', str(tmp_path))
+    cat = load_catalog('ml-100k', metadata=False)
+    def env_with(scale):
+        util = lambda z, users: {'total': scale * z[:, 0], 'rating': z[:, 0], 'novelty': torch.zeros(len(z))}
+        return EagleEnv(None, LenSentenceEncoder(), util, cat, ['A quiet drama.'] * cat.n_items, lambda u: '',
+                        EnvConfig(horizon=1, n_generic=3, n_personal=1, proposals='templates', transitions='append'))
+    cfg = TrainConfig(ref_epochs=2, hidden=8)
+    pools = AnchorPools([0, 1, 2, 3], [0, 1, 2, 3], [4], [4])
+    said = []
+    for scale in (1.0, 1.0, -1.0):
+        env = env_with(scale)
+        pretrain_reference(cfg, env, pools, env.encoder, seed=0, device='cpu', log=said.append)
+    assert 'cached' not in said[0] and 'cached' in said[1] and 'cached' not in said[2], said
