@@ -179,7 +179,7 @@ def test_eagle_run_end_to_end_writes_results_and_reuses_caches(tmp_path):
     md = (out / 'results.md').read_text()
     assert 'tie' in md or 'higher' in md or 'lower' in md
     assert '## What the environment did' in md and '![training](figures/training.png)' in md
-    gate = "passes the paper's check" if m.encoder_passes_check else "fails the paper's check"
+    gate = "E_D **passes** the paper's check" if m.encoder_passes_check else "E_D **fails** the paper's check"
     assert gate in md.split('## The question')[0]                                                   # stated before the results
     r2 = run_cli('run', '--out', str(tmp_path / 'again'), *TINY)
     assert r2.returncode == 0, r2.stderr[-3000:]
