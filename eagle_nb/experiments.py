@@ -4,7 +4,7 @@
 
 # %% ../nbs/13_experiments.ipynb #799aca90
 from __future__ import annotations
-import math, re, shutil, time
+import dataclasses, math, re, shutil, time
 from dataclasses import dataclass
 from pathlib import Path
 import numpy as np
@@ -18,14 +18,16 @@ from .design import round_design
 from .environment import candidate_features
 from .policy import rollout, collect_states, PolicyMix
 from eagle_nb.training import (
-    TrainConfig, Trainer, AnchorPools, pretrain_reference, learner_from, make_guide, reward_fingerprint
+    TrainConfig, Trainer, AnchorPools, MyopicOracle, pretrain_reference, learner_from, make_guide, frozen_copy,
+    reward_fingerprint
 )
 from .surrogate import Transitions, TransitionModel, SurrogateEnv, cross_fidelity
 
 # %% auto #0
-__all__ = ['JUDGE_PROMPT', 'trace_episodes', 'tree_search', 'text_quality', 'load_lm', 'perplexity', 'parse_score', 'llm_judge',
-           'LatentAdapter', 'ELMDecoder', 'fit_elm', 'latent_search', 'summarize', 'latent_projection',
-           'plot_trajectories', 'Models', 'stage_model', 'stage_train', 'stage_eval', 'paired_table']
+__all__ = ['JUDGE_PROMPT', 'REFERENCES', 'trace_episodes', 'tree_search', 'text_quality', 'load_lm', 'perplexity', 'parse_score',
+           'llm_judge', 'LatentAdapter', 'ELMDecoder', 'fit_elm', 'latent_search', 'summarize', 'latent_projection',
+           'plot_trajectories', 'Models', 'stage_model', 'stage_train', 'stage_eval', 'paired_table', 'compare_methods',
+           'method_table', 'rated_did']
 
 # %% ../nbs/13_experiments.ipynb #6eac634c
 def trace_episodes(
@@ -65,7 +67,8 @@ def tree_search(
         Z = candidate_features(env, mode, n_samples=1, seed=seed + d)
         parents, acts = [], []
         for i, (z, c) in enumerate(zip(Z, cands)):
-            S = round_design(z, min(k, len(c)))
+            # every rewrite rejected: no direction to design for, and every candidate leaves the state where it is
+            S = round_design(z, min(k, len(c))) if bool(z.abs().max() > 0) else list(range(min(k, len(c))))
             cost[owner[i]] += len(c) + len(S)
             parents += [i] * len(S)
             acts += S
@@ -460,6 +463,7 @@ def stage_train(
     judge=None,  # the independent judge: its utility of real training episodes is logged
     fresh: bool = False,  # discard existing checkpoints and start over
     iterations: int | None = None,  # stop each seed after this many iterations (a later call resumes)
+    guides: list | None = None,  # one frozen guide per seed for guided algorithms (default: `make_guide`)
 ) -> list[Trainer]:
     "One trained agent per seed (resuming when possible)."
     trainers = []
@@ -475,7 +479,7 @@ def stage_train(
             learner_from(models.ref, train, st.encoder, device),
             models.ref,
             folder,
-            guide=make_guide(train, env, models.ref) if train.algorithm != 'ppo' else None,
+            guide=(guides[s] if guides else make_guide(train, env, models.ref)) if train.algorithm != 'ppo' else None,
             surrogate=models.surrogate if train.dyna_iterations else None,
             judge=judge,
             seed=seed * 1000 + s,
@@ -534,4 +538,149 @@ def paired_table(ev: pd.DataFrame, a: str, b: str, col: str = 'U end', seed: int
         'pairs': len(d),
         'anchors': m.anchor.nunique(),
         'verdict': verdict,
+    }
+
+# %% ../nbs/13_experiments.ipynb #1d76f864
+REFERENCES = ('uniform', 'optimistic', 'G-optimal')
+
+
+def compare_methods(
+    st,  # the stack (11_stack)
+    env,  # the environment every method is trained and evaluated in
+    pools: AnchorPools,  # training and held-out anchors
+    judge,  # the independent judge (12_surrogate)
+    train: TrainConfig,  # the settings every trained method starts from (its reference is replaced per method)
+    seeds: int = 2,  # training seeds of every trained method
+    eval_seeds: int = 1,  # environment seeds of the evaluation
+    guide_factor: int = 3,  # the stronger guide: PPO trained this many times longer in the surrogate
+    lols_tau: int = 50,  # LOLS: probability tau/100 of a PPO++ iteration
+    tree_k: int = 2,  # actions expanded per node by the tree search
+    key: dict | None = None,  # what else the run folders depend on (e.g. the stack's settings)
+    device: str | None = None,
+    log=print,
+) -> tuple[pd.DataFrame, dict]:  # one row per (method, episode), and what was measured on the way
+    "Every method on the same held-out (anchor, viewer, environment seed) episodes: proxy and judge utilities."
+    t0 = time.time()
+    key = dict(key or {}, env=repr(env.cfg), guide_factor=guide_factor, lols_tau=lols_tau)
+    quiet = lambda m: None
+    models = {
+        r: stage_model(
+            st, env, pools, dataclasses.replace(train, reference=r), 0, device, log if r == 'G-optimal' else quiet
+        )
+        for r in REFERENCES
+    }
+    g = train.dyna_iterations * guide_factor
+    variants = [(f'EAGLE (PPO) on {r}', dict(reference=r)) for r in REFERENCES] + [
+        ('REINFORCE + GAE on G-optimal', dict(clip=0.0, epochs=1)),
+        (
+            f'PPO trained {guide_factor}x longer (the guide)',
+            dict(iterations=train.iterations - train.dyna_iterations + g, dyna_iterations=g),
+        ),
+    ]
+    trained = {}
+    for name, kw in variants:
+        tc = dataclasses.replace(train, algorithm='ppo', **kw)
+        trained[name] = stage_train(
+            st, env, pools, models[tc.reference], tc, seeds, dict(key, method=name, train=repr(tc)), 0, device, quiet
+        )
+    guides = [frozen_copy(T.learner) for T in trained[variants[-1][0]]]
+    for name, algo, tau in [('PPO++', 'ppo++', train.tau), ('AggreVaTeD', 'aggrevated', train.tau),
+                            (f'LOLS (tau={lols_tau})', 'lols', lols_tau), ('D2LOLS', 'd2lols', train.tau)]:
+        tc = dataclasses.replace(train, algorithm=algo, reference='G-optimal', tau=tau)
+        trained[f'{name}, guide trained longer'] = stage_train(
+            st, env, pools, models['G-optimal'], tc, seeds, dict(key, method=name, train=repr(tc)), 0, device, quiet,
+            guides=guides,
+        )
+    train_s = time.time() - t0
+    log(f"{sum(map(len, trained.values()))} agents trained in {train_s:.0f}s")
+    policies = [('random edits', None, -1, None)] + [(f'pi_ref {r} alone', models[r].ref, -1, None) for r in REFERENCES]
+    policies += [(n, T.learner, s, models[T.cfg.reference].ref) for n, Ts in trained.items() for s, T in enumerate(Ts)]
+    A, U = pools.eval_anchors, pools.eval_users
+    frames, moved = [], {}
+    for e in range(eval_seeds):
+        groups = [i for i in range(len(policies)) for _ in A]
+        mix = PolicyMix([p[1] for p in policies], groups)
+        ep = rollout(env, mix, A * len(policies), U * len(policies), seed=10_000 + e)
+        f = ep.frame()
+        f['method'], f['train_seed'] = [policies[i][0] for i in groups], [policies[i][2] for i in groups]
+        f['transitions'] = env.horizon
+        frames.append(f.assign(env_seed=e))
+        if e == 0:  # each agent's choices against its reference's, on the first states of the evaluation
+            po, pc = [ep.obs[i][0] for i in range(len(A))], [ep.cands[i][0] for i in range(len(A))]
+            with torch.no_grad():
+                for n, pol, s, ref in policies:
+                    if ref is not None:
+                        moved[(n, s)] = float(0.5 * (pol(po, pc).probs() - ref(po, pc).probs()).abs().sum(1).mean())
+        o = rollout(env, MyopicOracle(env), A, U, seed=10_000 + e, greedy=True).frame()
+        o['transitions'] = env.horizon * (1 + env.cfg.n_generic + env.cfg.n_personal)  # every candidate, then the step
+        frames.append(o.assign(method='greedy best-of-N (one-step look-ahead)', train_seed=-1, env_seed=e))
+        t = tree_search(env, A, U, k=tree_k, seed=10_000 + e)
+        frames.append(t.assign(method=f'tree search (G-optimal k={tree_k})', train_seed=-1, env_seed=e))
+    ev = pd.concat(frames, ignore_index=True)
+    users = torch.tensor(ev['user'].tolist())
+    for when in ('start', 'end'):
+        ev[f'judge {when}'] = st.utility(judge.encode(list(ev[f'text {when}'])), users)['total'].numpy()
+    info = {
+        'models': models,
+        'trained': trained,
+        'moved': moved,
+        'train seconds': train_s,
+        'eval seconds': time.time() - t0 - train_s,
+        'env stats': dict(env.stats),
+    }
+    return ev, info
+
+# %% ../nbs/13_experiments.ipynb #a8726bdc
+def method_table(
+    ev: pd.DataFrame,  # `compare_methods` rows
+    base: str = 'random edits',
+    ref: str = 'pi_ref G-optimal alone',
+    seed: int = 0,
+) -> pd.DataFrame:  # one row per method
+    "Mean U_H and gain, and paired gains over random edits and over pi_ref (proxy and judge), clustered by anchor."
+    rows = {}
+    for m, d in ev.groupby('method', sort=False):
+        gain = cluster_bootstrap((d['U end'] - d['U start']).to_numpy(), d['anchor'].to_numpy(), seed=seed)
+        r = {'episodes': len(d), 'U_H': d['U end'].mean(), 'gain': gain[0], 'gain low': gain[1], 'gain high': gain[2]}
+        for other, tag in [(base, 'random'), (ref, 'pi_ref')]:
+            if m == other:
+                continue
+            for col, who in [('U end', 'proxy'), ('judge end', 'judge')]:
+                p = paired_table(ev, m, other, col, seed)
+                r[f'{who} vs {tag}'] = p['paired gain']
+                r[f'{who} vs {tag} CI'] = f"[{p['CI low']:+.4f}, {p['CI high']:+.4f}] {p['verdict']}"
+        r['transitions / episode'] = d['transitions'].mean()
+        rows[m] = r
+    return pd.DataFrame(rows).T
+
+
+def rated_did(
+    ev: pd.DataFrame,
+    method: str,
+    anchor_rating: pd.Series,  # each movie's mean rating, indexed by item
+    base: str = 'random edits',
+    n_boot: int = 2000,
+    seed: int = 0,
+) -> dict:
+    "Gain in % of U_0 beyond random edits, in the poorly vs highly rated thirds of anchors (difference in differences)."
+    k = ['anchor', 'user', 'env_seed']
+    pct = lambda d: 100 * (d['U end'] - d['U start']) / d['U start'].abs()
+    a = ev[ev.method == method].assign(p=pct)[k + ['p']]
+    b = ev[ev.method == base].assign(p=pct)[k + ['p']].drop_duplicates(k)
+    m = a.merge(b, on=k, suffixes=('', '_base'))
+    per = (m['p'] - m['p_base']).groupby(m['anchor']).mean()
+    r = anchor_rating.reindex(per.index)
+    low, high = per[r <= r.quantile(1 / 3)].to_numpy(), per[r >= r.quantile(2 / 3)].to_numpy()
+    rng = np.random.default_rng(seed)
+    boot = [rng.choice(low, len(low)).mean() - rng.choice(high, len(high)).mean() for _ in range(n_boot)]
+    lo, hi = np.quantile(boot, [0.025, 0.975])
+    return {
+        'method': method,
+        'poorly rated: gain % beyond random': low.mean(),
+        'highly rated: gain % beyond random': high.mean(),
+        'difference in differences': low.mean() - high.mean(),
+        'CI low': lo,
+        'CI high': hi,
+        'anchors per third': (len(low), len(high)),
+        'verdict': 'tie' if lo <= 0 <= hi else ('poorly rated gain more' if lo > 0 else 'highly rated gain more'),
     }

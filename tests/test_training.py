@@ -262,3 +262,31 @@ def test_the_reference_cache_follows_the_reward(tmp_path, monkeypatch):
         env = env_with(scale)
         pretrain_reference(cfg, env, pools, env.encoder, seed=0, device='cpu', log=said.append)
     assert 'cached' not in said[0] and 'cached' in said[1] and 'cached' not in said[2], said
+
+
+def test_the_lm_policy_trains_as_an_agent(tmp_path):
+    """TrainConfig(policy='lm') with the tiny model (the smoke test of the paper's policy on the default path): two PPO
+    updates in the fixture environment move its choices away from pi_ref's, and only the trained top block, the final
+    norm and the value head change."""
+    from eagle_nb.training import Trainer, make_policy, learner_from
+    cat = load_catalog('ml-100k', metadata=False)
+    length_utility = lambda z, users: {'total': z[:, 0], 'rating': z[:, 0], 'novelty': torch.zeros(len(z))}
+    env = EagleEnv(None, LenEncoder(), length_utility, cat, [f'A quiet drama, number {i}.' for i in range(cat.n_items)],
+                   lambda u: '', EnvConfig(horizon=2, n_generic=3, n_personal=1, proposals='templates', transitions='append'))
+    cfg = TrainConfig(policy='lm', lm_model='tiny', lm_train_layers=1, iterations=2, dyna_iterations=0, episodes=4,
+                      minibatch=4, lr=1e-2, checkpoint_every=1)
+    ref = frozen_copy(make_policy(cfg, env.encoder, 'cpu'))
+    T = Trainer(cfg, env, AnchorPools([0, 1, 2, 3], [0, 1, 2, 3], [4, 5], [4, 5]), learner_from(ref, cfg, env.encoder, 'cpu'),
+                ref, tmp_path / 'run', seed=0, device='cpu', progress=False, log=lambda m: None)
+    T.train()
+    assert T.iteration == 2
+    obs, _ = env.reset(seed=1, options={'anchors': [4, 5, 6], 'users': [4, 5, 6]})
+    cands = env.candidate_actions()
+    with torch.no_grad():
+        tv = float(0.5 * (T.learner(obs, cands).probs() - ref(obs, cands).probs()).abs().sum(1).mean())
+    assert tv > 1e-4, tv                                                  # a run that learned nothing gives exactly 0
+    before = dict(ref.named_parameters())
+    changed = {n for n, p in T.learner.named_parameters() if not torch.equal(p.detach().cpu(), before[n].detach().cpu())}
+    top = f"lm.model.layers.{len(T.learner.lm.model.layers) - 1}."
+    assert any(n.startswith(top) for n in changed), changed
+    assert all(n.startswith((top, 'lm.model.norm', 'value_head')) for n in changed), changed
