@@ -558,25 +558,27 @@ def compare_methods(
     key: dict | None = None,  # what else the run folders depend on (e.g. the stack's settings)
     device: str | None = None,
     log=print,
+    full: bool = True,  # False: only random edits, pi_ref (G-optimal) and EAGLE (PPO) on it (for ablations)
 ) -> tuple[pd.DataFrame, dict]:  # one row per (method, episode), and what was measured on the way
     "Every method on the same held-out (anchor, viewer, environment seed) episodes: proxy and judge utilities."
     t0 = time.time()
     key = dict(key or {}, env=repr(env.cfg), guide_factor=guide_factor, lols_tau=lols_tau)
     quiet = lambda m: None
+    refs = REFERENCES if full else ('G-optimal',)
     models = {
         r: stage_model(
             st, env, pools, dataclasses.replace(train, reference=r), 0, device, log if r == 'G-optimal' else quiet
         )
-        for r in REFERENCES
+        for r in refs
     }
     g = train.dyna_iterations * guide_factor
-    variants = [(f'EAGLE (PPO) on {r}', dict(reference=r)) for r in REFERENCES] + [
+    variants = [(f'EAGLE (PPO) on {r}', dict(reference=r)) for r in refs] + [
         ('REINFORCE + GAE on G-optimal', dict(clip=0.0, epochs=1)),
         (
             f'PPO trained {guide_factor}x longer (the guide)',
             dict(iterations=train.iterations - train.dyna_iterations + g, dyna_iterations=g),
         ),
-    ]
+    ][: 5 if full else 1]
     trained = {}
     for name, kw in variants:
         tc = dataclasses.replace(train, algorithm='ppo', **kw)
@@ -584,7 +586,7 @@ def compare_methods(
             st, env, pools, models[tc.reference], tc, seeds, dict(key, method=name, train=repr(tc)), 0, device, quiet
         )
     guides = [frozen_copy(T.learner) for T in trained[variants[-1][0]]]
-    for name, algo, tau in [('PPO++', 'ppo++', train.tau), ('AggreVaTeD', 'aggrevated', train.tau),
+    for name, algo, tau in [] if not full else [('PPO++', 'ppo++', train.tau), ('AggreVaTeD', 'aggrevated', train.tau),
                             (f'LOLS (tau={lols_tau})', 'lols', lols_tau), ('D2LOLS', 'd2lols', train.tau)]:
         tc = dataclasses.replace(train, algorithm=algo, reference='G-optimal', tau=tau)
         trained[f'{name}, guide trained longer'] = stage_train(
@@ -593,7 +595,7 @@ def compare_methods(
         )
     train_s = time.time() - t0
     log(f"{sum(map(len, trained.values()))} agents trained in {train_s:.0f}s")
-    policies = [('random edits', None, -1, None)] + [(f'pi_ref {r} alone', models[r].ref, -1, None) for r in REFERENCES]
+    policies = [('random edits', None, -1, None)] + [(f'pi_ref {r} alone', models[r].ref, -1, None) for r in refs]
     policies += [(n, T.learner, s, models[T.cfg.reference].ref) for n, Ts in trained.items() for s, T in enumerate(Ts)]
     A, U = pools.eval_anchors, pools.eval_users
     frames, moved = [], {}
@@ -611,6 +613,8 @@ def compare_methods(
                 for n, pol, s, ref in policies:
                     if ref is not None:
                         moved[(n, s)] = float(0.5 * (pol(po, pc).probs() - ref(po, pc).probs()).abs().sum(1).mean())
+        if not full:
+            continue
         o = rollout(env, MyopicOracle(env), A, U, seed=10_000 + e, greedy=True).frame()
         o['transitions'] = env.horizon * (1 + env.cfg.n_generic + env.cfg.n_personal)  # every candidate, then the step
         frames.append(o.assign(method='greedy best-of-N (one-step look-ahead)', train_seed=-1, env_seed=e))
