@@ -558,7 +558,7 @@ def compare_methods(
     key: dict | None = None,  # what else the run folders depend on (e.g. the stack's settings)
     device: str | None = None,
     log=print,
-    full: bool = True,  # False: only random edits, pi_ref (G-optimal) and EAGLE (PPO) on it (for ablations)
+    full: bool = True,  # False: random edits, pi_ref (G-optimal), EAGLE (PPO) and REINFORCE + GAE on it
 ) -> tuple[pd.DataFrame, dict]:  # one row per (method, episode), and what was measured on the way
     "Every method on the same held-out (anchor, viewer, environment seed) episodes: proxy and judge utilities."
     t0 = time.time()
