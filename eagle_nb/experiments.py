@@ -572,22 +572,21 @@ def compare_methods(
         for r in refs
     }
     g = train.dyna_iterations * guide_factor
-    variants = [(f'EAGLE (PPO) on {r}', dict(reference=r)) for r in refs] + [
-        ('REINFORCE + GAE on G-optimal', dict(clip=0.0, epochs=1)),
-        (
-            f'PPO trained {guide_factor}x longer (the guide)',
-            dict(iterations=train.iterations - train.dyna_iterations + g, dyna_iterations=g),
-        ),
-    ][: 5 if full else 1]
+    guide_name = f'PPO trained {guide_factor}x longer (the guide)'
+    variants = [(f'EAGLE (PPO) on {r}', dict(reference=r)) for r in refs]
+    variants += [('REINFORCE + GAE on G-optimal', dict(clip=0.0, epochs=1))]
+    if full:
+        variants += [(guide_name, dict(iterations=train.iterations - train.dyna_iterations + g, dyna_iterations=g))]
     trained = {}
     for name, kw in variants:
         tc = dataclasses.replace(train, algorithm='ppo', **kw)
         trained[name] = stage_train(
             st, env, pools, models[tc.reference], tc, seeds, dict(key, method=name, train=repr(tc)), 0, device, quiet
         )
-    guides = [frozen_copy(T.learner) for T in trained[variants[-1][0]]]
-    for name, algo, tau in [] if not full else [('PPO++', 'ppo++', train.tau), ('AggreVaTeD', 'aggrevated', train.tau),
-                            (f'LOLS (tau={lols_tau})', 'lols', lols_tau), ('D2LOLS', 'd2lols', train.tau)]:
+    guides = [frozen_copy(T.learner) for T in trained[guide_name]] if full else []
+    guided = [('PPO++', 'ppo++', train.tau), ('AggreVaTeD', 'aggrevated', train.tau),
+              (f'LOLS (tau={lols_tau})', 'lols', lols_tau), ('D2LOLS', 'd2lols', train.tau)]
+    for name, algo, tau in guided if full else []:
         tc = dataclasses.replace(train, algorithm=algo, reference='G-optimal', tau=tau)
         trained[f'{name}, guide trained longer'] = stage_train(
             st, env, pools, models['G-optimal'], tc, seeds, dict(key, method=name, train=repr(tc)), 0, device, quiet,

@@ -4,7 +4,6 @@
 
 # %% ../nbs/16_steering.ipynb #86943af8
 from __future__ import annotations
-import numpy as np
 import pandas as pd
 import torch
 from .environment import candidate_features
