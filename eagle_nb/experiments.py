@@ -24,10 +24,10 @@ from eagle_nb.training import (
 from .surrogate import Transitions, TransitionModel, SurrogateEnv, cross_fidelity
 
 # %% auto #0
-__all__ = ['JUDGE_PROMPT', 'REFERENCES', 'trace_episodes', 'tree_search', 'text_quality', 'load_lm', 'perplexity', 'parse_score',
-           'llm_judge', 'LatentAdapter', 'ELMDecoder', 'fit_elm', 'latent_search', 'summarize', 'latent_projection',
-           'plot_trajectories', 'Models', 'stage_model', 'stage_train', 'stage_eval', 'paired_table', 'compare_methods',
-           'method_table', 'rated_did']
+__all__ = ['JUDGE_PROMPT', 'REFERENCES', 'GUIDED', 'trace_episodes', 'tree_search', 'text_quality', 'load_lm', 'perplexity',
+           'parse_score', 'llm_judge', 'LatentAdapter', 'ELMDecoder', 'fit_elm', 'latent_search', 'summarize',
+           'latent_projection', 'plot_trajectories', 'Models', 'stage_model', 'stage_train', 'stage_eval',
+           'paired_table', 'compare_methods', 'method_table', 'rated_did', 'evaluate_methods', 'guided_comparison']
 
 # %% ../nbs/13_experiments.ipynb #6eac634c
 def trace_episodes(
@@ -687,3 +687,97 @@ def rated_did(
         'anchors per third': (len(low), len(high)),
         'verdict': 'tie' if lo <= 0 <= hi else ('poorly rated gain more' if lo > 0 else 'highly rated gain more'),
     }
+
+# %% ../nbs/13_experiments.ipynb #60ac0776
+def evaluate_methods(
+    st,
+    env,
+    pools: AnchorPools,
+    judge,
+    policies: list[tuple],  # (name, policy or None for random edits, training seed or -1, its reference or None)
+    eval_seeds: int = 1,
+    oracle: str | None = None,  # also roll out the myopic oracle (greedy best-of-N) under this name
+) -> tuple[pd.DataFrame, dict]:  # one row per (method, episode); each agent's total variation from its reference
+    "Every policy on the same held-out (anchor, viewer, environment seed) episodes, proxy and judge utilities."
+    A, U = pools.eval_anchors, pools.eval_users
+    frames, moved = [], {}
+    for e in range(eval_seeds):
+        groups = [i for i in range(len(policies)) for _ in A]
+        ep = rollout(env, PolicyMix([p[1] for p in policies], groups), A * len(policies), U * len(policies),
+                     seed=10_000 + e)
+        f = ep.frame()
+        f['method'], f['train_seed'] = [policies[i][0] for i in groups], [policies[i][2] for i in groups]
+        f['transitions'] = env.horizon
+        frames.append(f.assign(env_seed=e))
+        po, pc = [ep.obs[i][0] for i in range(len(A))], [ep.cands[i][0] for i in range(len(A))]
+        with torch.no_grad():
+            for n, pol, s, ref in policies if e == 0 else []:
+                if ref is not None:
+                    moved[(n, s)] = float(0.5 * (pol(po, pc).probs() - ref(po, pc).probs()).abs().sum(1).mean())
+        if oracle is not None:
+            o = rollout(env, MyopicOracle(env), A, U, seed=10_000 + e, greedy=True).frame()
+            o['transitions'] = env.horizon * (1 + env.cfg.n_generic + env.cfg.n_personal)
+            frames.append(o.assign(method=oracle, train_seed=-1, env_seed=e))
+    ev = pd.concat(frames, ignore_index=True)
+    users = torch.tensor(ev['user'].tolist())
+    for when in ('start', 'end'):
+        ev[f'judge {when}'] = st.utility(judge.encode(list(ev[f'text {when}'])), users)['total'].numpy()
+    return ev, moved
+
+
+GUIDED = (('PPO++', 'ppo++'), ('AggreVaTeD', 'aggrevated'), ('LOLS', 'lols'), ('D2LOLS', 'd2lols'))
+
+
+def guided_comparison(
+    st,
+    env,
+    pools: AnchorPools,
+    judge,
+    train: TrainConfig,  # the training settings of every agent (reference G-optimal)
+    seeds: int = 2,
+    eval_seeds: int = 1,
+    guide: str | dict = 'oracle',  # 'oracle' (one-step look-ahead) or TrainConfig changes of a guide agent
+    guide_factor: int = 3,  # a guide agent trains this many times longer in the surrogate
+    lols_tau: int = 50,  # LOLS: probability tau/100 of a PPO++ iteration
+    key: dict | None = None,  # what else the run folders depend on
+    device: str | None = None,
+    log=print,
+) -> tuple[pd.DataFrame, dict]:
+    "PPO++, AggreVaTeD, LOLS and D2LOLS with a configurable guide, next to the guide, PPO, pi_ref and random edits."
+    if guide != 'oracle' and not isinstance(guide, dict):
+        raise ValueError("guide must be 'oracle' or a dict of TrainConfig changes for a guide agent")
+    t0 = time.time()
+    label = 'oracle' if guide == 'oracle' else ', '.join(f'{k}={v}' for k, v in sorted(guide.items()))
+    key = dict(key or {}, env=repr(env.cfg), guide=label, guide_factor=guide_factor, lols_tau=lols_tau)
+    quiet = lambda m: None
+    base = dataclasses.replace(train, algorithm='ppo', reference='G-optimal')
+    models = stage_model(st, env, pools, base, 0, device, log)
+    fit = lambda name, m, tc, guides=None: stage_train(
+        st, env, pools, m, tc, seeds, dict(key, method=name, train=repr(tc)), 0, device, quiet, guides=guides
+    )
+    trained, refs, guides = {'EAGLE (PPO) on G-optimal': fit('ppo', models, base)}, {}, None
+    refs['EAGLE (PPO) on G-optimal'] = models.ref
+    gname = 'greedy best-of-N (the guide)'
+    if isinstance(guide, dict):
+        g = train.dyna_iterations * guide_factor
+        gtc = dataclasses.replace(base, **guide, iterations=train.iterations - train.dyna_iterations + g,
+                                  dyna_iterations=g)
+        same = (gtc.policy, gtc.lm_model, gtc.state) == (base.policy, base.lm_model, base.state)
+        gm = models if same else stage_model(st, env, pools, gtc, 0, device, quiet)
+        gname = f'guide agent ({label}, {guide_factor}x longer)'
+        trained[gname], refs[gname] = fit('guide', gm, gtc), gm.ref
+        guides = [frozen_copy(T.learner) for T in trained[gname]]
+    for name, algo in GUIDED:
+        tc = dataclasses.replace(base, algorithm=algo, tau=lols_tau if algo == 'lols' else train.tau,
+                                 guide='oracle' if guide == 'oracle' else base.guide)
+        tau = f' (tau={lols_tau})' if algo == 'lols' else ''
+        n = f"{name}{tau}, {'oracle' if guide == 'oracle' else 'agent'} guide"
+        trained[n], refs[n] = fit(name, models, tc, guides), models.ref
+    train_s = time.time() - t0
+    log(f"{sum(map(len, trained.values()))} agents trained in {train_s:.0f}s")
+    policies = [('random edits', None, -1, None), ('pi_ref G-optimal alone', models.ref, -1, None)]
+    policies += [(n, T.learner, s, refs[n]) for n, Ts in trained.items() for s, T in enumerate(Ts)]
+    ev, moved = evaluate_methods(st, env, pools, judge, policies, eval_seeds, gname if guide == 'oracle' else None)
+    info = {'trained': trained, 'moved': moved, 'guide': gname, 'train seconds': train_s,
+            'eval seconds': time.time() - t0 - train_s, 'env stats': dict(env.stats), 'fidelity': models.fidelity}
+    return ev, info

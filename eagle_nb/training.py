@@ -28,9 +28,10 @@ from eagle_nb.policy import (
 )
 
 # %% auto #0
-__all__ = ['ALGORITHMS', 'TrainConfig', 'frozen_copy', 'MyopicOracle', 'phase_algorithm', 'Batch', 'collect', 'batch_losses',
-           'save_checkpoint', 'load_checkpoint', 'make_policy', 'AnchorPools', 'anchor_pools', 'reward_fingerprint',
-           'pretrain_reference', 'learner_from', 'make_guide', 'MetricsLog', 'TensorBoardLog', 'Checkpoints', 'Trainer']
+__all__ = ['ALGORITHMS', 'TrainConfig', 'frozen_copy', 'MyopicOracle', 'phase_algorithm', 'Batch', 'bind_guide', 'collect',
+           'batch_losses', 'save_checkpoint', 'load_checkpoint', 'make_policy', 'AnchorPools', 'anchor_pools',
+           'reward_fingerprint', 'pretrain_reference', 'learner_from', 'make_guide', 'MetricsLog', 'TensorBoardLog',
+           'Checkpoints', 'Trainer']
 
 # %% ../nbs/10_training.ipynb #16847e69
 ALGORITHMS = ('ppo', 'ppo++', 'aggrevated', 'lols', 'd2lols')
@@ -173,6 +174,13 @@ class Batch:
     algorithm: str = 'ppo'
 
 
+def bind_guide(guide, env):
+    "The guide acting in `env`: a myopic oracle always reads the states of the environment being rolled out."
+    if isinstance(guide, MyopicOracle) and guide.env is not env:
+        return MyopicOracle(env, guide.mode, guide.sharpness)
+    return guide
+
+
 def collect(
     env,
     policy,  # environment and learner
@@ -191,6 +199,7 @@ def collect(
         guided = rng.random(B) < beta
         h = torch.as_tensor(np.where(guided, rng.integers(1, H, size=B), 0), dtype=torch.long)
     guide_acts, pg_mask, v_mask = guided_masks(algorithm, H, h)
+    guide = bind_guide(guide, env)  # Dyna: the oracle of the real environment acts on the surrogate's states there
     ep = rollout(env, policy, anchors, users, seed=seed, guide=guide, guide_steps=guide_acts)
     flat = lambda rows: [x for row in rows for x in row]
     return (
