@@ -4,7 +4,7 @@
 
 # %% ../nbs/07_environment.ipynb #543a83eb
 from __future__ import annotations
-import json, re, tempfile, time
+import itertools, json, re, tempfile, time
 from dataclasses import dataclass, field, replace, asdict
 from pathlib import Path
 import numpy as np
@@ -15,11 +15,11 @@ from .data import Catalog, describe_movie, _first
 from .llm import LLM, SamplingParams
 
 # %% auto #0
-__all__ = ['CATEGORIES', 'OPENERS', 'SYSTEM', 'REWRITE_SYSTEM', 'PAPER_ENV', 'LEGACY_PARAMS', 'summary_of', 'with_summary',
-           'proposal_prompt', 'transition_prompt', 'english_share', 'clean_edit', 'near_copy', 'template_edits',
-           'EnvConfig', 'ActionBank', 'repeated_trigram_rate', 'check_rewrite', 'fallback_rewrite',
-           'llm_description_writer', 'State', 'transition_seed', 'EagleEnv', 'candidate_features', 'profile_terms',
-           'mention_rate', 'transition_report', 'legacy_transition_prompt', 'bench_environment']
+__all__ = ['CATEGORIES', 'OPENERS', 'SYSTEM', 'REWRITE_SYSTEM', 'PAPER_ENV', 'MACRO_JOIN', 'LEGACY_PARAMS', 'summary_of',
+           'with_summary', 'proposal_prompt', 'transition_prompt', 'english_share', 'clean_edit', 'near_copy',
+           'template_edits', 'EnvConfig', 'ActionBank', 'repeated_trigram_rate', 'check_rewrite', 'fallback_rewrite',
+           'llm_description_writer', 'State', 'transition_seed', 'EagleEnv', 'macro_edit', 'candidate_features',
+           'profile_terms', 'mention_rate', 'transition_report', 'legacy_transition_prompt', 'bench_environment']
 
 # %% ../nbs/07_environment.ipynb #a424ace4
 CATEGORIES = {
@@ -247,6 +247,8 @@ class EnvConfig:
     horizon: int = 3  # H (the paper evaluates at 5)
     n_generic: int = 2  # generic candidate edits per state, drawn from the bank
     n_personal: int = 2  # personalised candidate edits per state (the episode's viewer's first)
+    # macro-actions per state: pairs of its single candidates applied in one rewrite (the paper: next to single edits)
+    n_macro: int = 0
     bank_generic: int = 3  # generic edits written per movie (the paper: 50)
     bank_personal: int = 3  # personalised edits per movie (the paper: 50), split over `bank_users` viewers
     bank_users: int = 1  # viewers per movie the personalised edits are for, the episode's first (the paper: 10)
@@ -272,6 +274,9 @@ class EnvConfig:
             raise ValueError("reward must be 'terminal' or 'delta'")
         if self.n_generic < 0 or self.n_personal < 0 or self.n_generic + self.n_personal < 1:
             raise ValueError("need at least one candidate action per state")
+        n = self.n_generic + self.n_personal
+        if not 0 <= self.n_macro <= n * (n - 1) // 2:
+            raise ValueError(f"n_macro must be in 0..{n * (n - 1) // 2} (pairs of the {n} single candidates)")
         if self.n_generic > self.bank_generic or self.n_personal > self.bank_personal:
             raise ValueError("a state cannot draw more candidates than the bank holds")
         if self.bank_personal and (self.bank_users < 1 or self.bank_personal % self.bank_users):
@@ -739,7 +744,17 @@ def candidate_actions(self: EagleEnv, idx: list[int] | None = None) -> list[list
             s.actions = [str(e) for e in rng.permutation(gen)[: self.cfg.n_generic]] + [
                 str(e) for e in pers[: self.cfg.n_personal]
             ]
+            pairs = list(itertools.combinations(s.actions, 2))
+            s.actions += [macro_edit(*pairs[k]) for k in rng.permutation(len(pairs))[: self.cfg.n_macro]]
     return [self.states[i].actions for i in idx]
+
+
+MACRO_JOIN = ' Also: '
+
+
+def macro_edit(a: str, b: str) -> str:
+    "A macro-action: two edits applied in one rewrite."
+    return f"{a}{MACRO_JOIN}{b}"
 
 # %% ../nbs/07_environment.ipynb #a6f9de1b
 @patch

@@ -35,6 +35,7 @@ def one_line_error(r, message):
     ('encoder:\n  finetune_layers: -3\n', 'finetune_layers must be -1 (all of the backbone)'),
     ('encoder:\n  finetune_layers: -1\n  epochs: 0\n', 'with encoder.epochs >= 1'),
     ('env:\n  reward: sparse\n', "reward must be 'terminal' or 'delta'"),
+    ('env:\n  n_macro: 9\n', 'n_macro must be in 0..6 (pairs of the 4 single candidates)'),
     ('llm:\n  batch_size: 0\n', 'batch_size must be >= 1'),
 ])
 def test_bad_config_file(tmp_path, capsys, text, message):
