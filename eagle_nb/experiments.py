@@ -716,7 +716,8 @@ def evaluate_methods(
                     moved[(n, s)] = float(0.5 * (pol(po, pc).probs() - ref(po, pc).probs()).abs().sum(1).mean())
         if oracle is not None:
             o = rollout(env, MyopicOracle(env), A, U, seed=10_000 + e, greedy=True).frame()
-            o['transitions'] = env.horizon * (1 + env.cfg.n_generic + env.cfg.n_personal)
+            k = env.cfg.n_generic + env.cfg.n_personal + env.cfg.n_macro  # every candidate, then the step
+            o['transitions'] = env.horizon * (1 + k)
             frames.append(o.assign(method=oracle, train_seed=-1, env_seed=e))
     ev = pd.concat(frames, ignore_index=True)
     users = torch.tensor(ev['user'].tolist())
@@ -746,11 +747,16 @@ def guided_comparison(
     "PPO++, AggreVaTeD, LOLS and D2LOLS with a configurable guide, next to the guide, PPO, pi_ref and random edits."
     if guide != 'oracle' and not isinstance(guide, dict):
         raise ValueError("guide must be 'oracle' or a dict of TrainConfig changes for a guide agent")
+    if isinstance(guide, dict) and {'iterations', 'dyna_iterations', 'algorithm'} & set(guide):
+        raise ValueError("a guide agent is PPO trained guide_factor times longer: leave out its length and algorithm")
+    base = dataclasses.replace(train, algorithm='ppo', reference='G-optimal')
+    g = train.dyna_iterations * guide_factor
+    n_real = train.iterations - train.dyna_iterations
+    gtc = dataclasses.replace(base, **guide, iterations=n_real + g, dyna_iterations=g) if guide != 'oracle' else None
     t0 = time.time()
     label = 'oracle' if guide == 'oracle' else ', '.join(f'{k}={v}' for k, v in sorted(guide.items()))
     key = dict(key or {}, env=repr(env.cfg), guide=label, guide_factor=guide_factor, lols_tau=lols_tau)
     quiet = lambda m: None
-    base = dataclasses.replace(train, algorithm='ppo', reference='G-optimal')
     models = stage_model(st, env, pools, base, 0, device, log)
     fit = lambda name, m, tc, guides=None: stage_train(
         st, env, pools, m, tc, seeds, dict(key, method=name, train=repr(tc)), 0, device, quiet, guides=guides
@@ -758,10 +764,7 @@ def guided_comparison(
     trained, refs, guides = {'EAGLE (PPO) on G-optimal': fit('ppo', models, base)}, {}, None
     refs['EAGLE (PPO) on G-optimal'] = models.ref
     gname = 'greedy best-of-N (the guide)'
-    if isinstance(guide, dict):
-        g = train.dyna_iterations * guide_factor
-        gtc = dataclasses.replace(base, **guide, iterations=train.iterations - train.dyna_iterations + g,
-                                  dyna_iterations=g)
+    if gtc is not None:
         same = (gtc.policy, gtc.lm_model, gtc.state) == (base.policy, base.lm_model, base.state)
         gm = models if same else stage_model(st, env, pools, gtc, 0, device, quiet)
         gname = f'guide agent ({label}, {guide_factor}x longer)'
