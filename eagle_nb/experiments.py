@@ -439,7 +439,7 @@ def stage_model(
     )
     tr = Transitions.from_states(data)
     fi = cross_fidelity(st.encoder, tr, seed=seed)  # every training anchor held out once
-    model = TransitionModel(st.encoder).fit(tr, seed=seed)
+    model = TransitionModel(st.encoder).fit(tr)
     log(
         f"real transitions: {len(tr)} in {time.time() - t0:.0f}s; surrogate cross-validated cosine "
         f"{fi['cosine']:.3f} (mean-displacement baseline "
@@ -469,7 +469,9 @@ def stage_train(
     trainers = []
     for s in range(seeds):
         # v4: the reward's fingerprint is part of the key: a changed E_D or utility never resumes an old run
-        folder = cache_dir('runs') / stable_hash('train-v4', key, reward_fingerprint(env), seed, s)
+        # v5: the transition model of 12_surrogate (mean move, state's pull, edit's push): no run pre-trained in the
+        # earlier surrogate resumes
+        folder = cache_dir('runs') / stable_hash('train-v5', key, reward_fingerprint(env), seed, s)
         if fresh and folder.exists():
             shutil.rmtree(folder)
         T = Trainer(

@@ -12,7 +12,7 @@ from .utils import cache_dir, stable_hash, atomic_write_bytes
 from .environment import EagleEnv, fallback_rewrite
 
 # %% auto #0
-__all__ = ['Transitions', 'TransitionModel', 'fidelity', 'cross_fidelity', 'SurrogateEnv', 'JudgeEncoder', 'fit_judge',
+__all__ = ['TERMS', 'Transitions', 'TransitionModel', 'fidelity', 'cross_fidelity', 'SurrogateEnv', 'JudgeEncoder', 'fit_judge',
            'judge_agreement']
 
 # %% ../nbs/12_surrogate.ipynb #85080c91
@@ -57,78 +57,59 @@ class Transitions:
             self.anchors[m],
         )
 
-# %% ../nbs/12_surrogate.ipynb #e94aef19
+# %% ../nbs/12_surrogate.ipynb #d39e80e8
+TERMS = ('state', 'edit', 'profile')  # what a transition model may use besides the mean move
+
+
 class TransitionModel:
-    (
-        "Predicts the latent displacement of an edit: ridge regression on [z, E_D(edit), E_D(edit) - z, PCA of the "
-        "sentence embeddings of edit and profile]."
-    )
+    "Predicts an edit's latent displacement: the mean move, the state's pull, the edit's push (one scalar each)."
 
     def __init__(
         self,
-        encoder,  # E_D (with `.encode` and `.sentence_embed`)
-        n_pca: int = 16,  # principal components kept of each sentence embedding
-        lams: tuple = (0.1, 1.0, 10.0, 100.0),
-    ):  # ridge penalties tried by cross-validation
-        self.encoder, self.n_pca, self.lams = encoder, n_pca, lams
-        self._enc, self._sent = {}, {}
+        encoder,  # E_D (with `.encode`)
+        terms: tuple = ('state', 'edit'),  # a subset of TERMS; () is the mean-displacement baseline
+    ):
+        if not set(terms) <= set(TERMS):
+            raise ValueError(f"terms must be drawn from {TERMS}, got {tuple(terms)}")
+        self.encoder, self.terms = encoder, tuple(terms)
+        self._enc = {}
 
-    def _memo(self, store, fn, texts):
-        need = list(dict.fromkeys(t for t in texts if t not in store))
+    def _encode(self, texts: list[str]) -> torch.Tensor:
+        need = list(dict.fromkeys(t for t in texts if t not in self._enc))
         if need:
             with torch.no_grad():
-                store.update(zip(need, fn(need).float().cpu()))
-        return torch.stack([store[t] for t in texts])
+                self._enc.update(zip(need, self.encoder.encode(need).float().cpu()))
+        return torch.stack([self._enc[t] for t in texts])
 
-    def features(self, z: torch.Tensor, edits: list[str], profiles: list[str]) -> torch.Tensor:
-        "phi(z, e, u), (N, d)."
-        ze = self._memo(self._enc, self.encoder.encode, edits)
-        se, su = self._memo(self._sent, self.encoder.sentence_embed, edits), self._memo(
-            self._sent, self.encoder.sentence_embed, [p or ' ' for p in profiles]
-        )
-        return torch.cat(
-            [z.float(), ze, ze - z.float(), (se - self.mu_e) @ self.P_e.T, (su - self.mu_u) @ self.P_u.T], 1
-        ).double()
+    def directions(self, z: torch.Tensor, edits: list[str], profiles: list[str]) -> list[torch.Tensor]:
+        "Each term's vector, (N, n): z, E_D(edit) - z, E_D(profile) - z."
+        z = z.float()
+        make = {
+            'state': lambda: z,
+            'edit': lambda: self._encode(edits) - z,
+            'profile': lambda: self._encode([p or ' ' for p in profiles]) - z,
+        }
+        return [make[t]() for t in self.terms]
 
-    @staticmethod
-    def _ridge(X, Y, lam):
-        xm, ym = X.mean(0), Y.mean(0)
-        Xc, Yc = X - xm, Y - ym
-        W = torch.linalg.solve(Xc.T @ Xc + lam * torch.eye(X.shape[1], dtype=X.dtype), Xc.T @ Yc)
-        return W, ym - xm @ W
-
-    def fit(self, data: Transitions, folds: int = 4, seed: int = 0) -> 'TransitionModel':
-        "Fit the PCA maps, choose the penalty by cross-validation over anchors, then fit on everything."
-        se = self._memo(self._sent, self.encoder.sentence_embed, data.edits)
-        su = self._memo(self._sent, self.encoder.sentence_embed, [p or ' ' for p in data.profiles])
-        k = min(self.n_pca, len(data) - 1)
-        self.mu_e, self.mu_u = se.mean(0), su.mean(0)
-        self.P_e = torch.linalg.svd(se - self.mu_e, full_matrices=False)[2][:k]
-        self.P_u = (
-            torch.linalg.svd(su - self.mu_u, full_matrices=False)[2][:k]
-            if len(set(data.profiles)) > 1
-            else torch.zeros(k, su.shape[1])
-        )
-        X, Y = self.features(data.z, data.edits, data.profiles), data.dz.double()
-        groups = np.unique(data.anchors.numpy())
-        fold = dict(zip(groups, np.random.default_rng(seed).permutation(len(groups)) % folds))
-        f = np.array([fold[int(a)] for a in data.anchors])
-        err = {}
-        for lam in self.lams:
-            e = 0.0
-            for i in range(min(folds, len(groups))):
-                tr, te = torch.as_tensor(f != i), torch.as_tensor(f == i)
-                W, b = self._ridge(X[tr], Y[tr], lam)
-                e += float(((X[te] @ W + b - Y[te]) ** 2).sum())
-            err[lam] = e
-        self.lam = min(err, key=err.get)
-        self.W, self.b = self._ridge(X, Y, self.lam)
+    def fit(self, data: Transitions) -> 'TransitionModel':
+        "The mean move, then one least-squares coefficient per term over all (transition, coordinate) entries."
+        F = self.directions(data.z, data.edits, data.profiles)
+        self.b = data.dz.float().mean(0)  # the mean displacement (the baseline)
+        self.mu = [f.mean(0) for f in F]
+        self.coef = torch.zeros(len(F))
+        if F:
+            X = torch.stack([(f - m).reshape(-1) for f, m in zip(F, self.mu)], 1).double()
+            y = (data.dz.float() - self.b).reshape(-1, 1).double()
+            self.coef = torch.linalg.lstsq(X, y).solution[:, 0].float()
         return self
 
     @torch.no_grad()
     def predict(self, z: torch.Tensor, edits: list[str], profiles: list[str]) -> torch.Tensor:
         "Predicted displacements (N, n)."
-        return (self.features(z, edits, profiles) @ self.W + self.b).float()
+        out = self.b.expand(len(edits), -1).clone()
+        for c, f, m in zip(self.coef, self.directions(z, edits, profiles), self.mu):
+            out += c * (f - m)
+        return out
 
 
 def fidelity(model: TransitionModel, data: Transitions) -> dict:
@@ -136,38 +117,39 @@ def fidelity(model: TransitionModel, data: Transitions) -> dict:
         "Held-out fidelity: mean cosine between predicted and real displacement, R^2, and the same for the "
         "mean-displacement baseline."
     )
-    pred, real = model.predict(data.z, data.edits, data.profiles), data.dz
+    pred, real = model.predict(data.z, data.edits, data.profiles), data.dz.float()
     cos = torch.nn.functional.cosine_similarity(pred, real, dim=1)
     ok = real.norm(dim=1) > 1e-9  # a rejected rewrite has no direction
-    r2 = 1 - float(((real - pred) ** 2).sum() / ((real - real.mean(0)) ** 2).sum())
-    base = model.b.float().expand_as(real)
+    spread = ((real - real.mean(0)) ** 2).sum()
+    base = model.b.expand_as(real)
     return {
         'transitions': len(data),
         'cosine': float(cos[ok].mean()),
-        'R2': r2,
+        'R2': 1 - float(((real - pred) ** 2).sum() / spread),
         'baseline cosine': float(torch.nn.functional.cosine_similarity(base, real, dim=1)[ok].mean()),
-        'baseline R2': 1 - float(((real - base) ** 2).sum() / ((real - real.mean(0)) ** 2).sum()),
-        'lambda': model.lam,
+        'baseline R2': 1 - float(((real - base) ** 2).sum() / spread),
+        'coefficients': {t: round(float(c), 4) for t, c in zip(model.terms, model.coef)},
     }
 
-# %% ../nbs/12_surrogate.ipynb #9031d3b0
+# %% ../nbs/12_surrogate.ipynb #a2cdf4ed
 def cross_fidelity(
     encoder,  # E_D (what `TransitionModel` needs)
     data: Transitions,
     folds: int = 4,  # groups of anchors, each held out once
     seed: int = 0,
+    make=None,  # () -> an unfitted model (default: `TransitionModel(encoder)`)
 ) -> dict:
     "Grouped cross-validation of the transition model: pooled held-out cosine and R^2, and the baseline's, paired."
+    make = make or (lambda: TransitionModel(encoder))
     anchors = data.anchors.unique().numpy()
     groups = np.array_split(np.random.default_rng(seed).permutation(anchors), min(folds, len(anchors)))
     pred = torch.zeros_like(data.dz, dtype=torch.float)
     base = torch.zeros_like(pred)
     for g in groups:
         te = torch.isin(data.anchors, torch.as_tensor(g))
-        model = TransitionModel(encoder).fit(data.subset(~te), seed=seed)
         sub = data.subset(te)
-        pred[te] = model.predict(sub.z, sub.edits, sub.profiles)
-        base[te] = model.b.float()
+        pred[te] = make().fit(data.subset(~te)).predict(sub.z, sub.edits, sub.profiles).float()
+        base[te] = data.dz[~te].float().mean(0)
     real = data.dz.float()
     ok = real.norm(dim=1) > 1e-9  # a rejected rewrite has no direction
     cos = torch.nn.functional.cosine_similarity(pred, real, dim=1)[ok]
