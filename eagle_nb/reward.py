@@ -5,12 +5,16 @@
 # %% ../nbs/05_reward.ipynb #b0c6e91b
 from __future__ import annotations
 from typing import Callable, Protocol
+import numpy as np
+import pandas as pd
 import torch
 from .utils import default_device
+from .data import with_story, story_of
 from .latent import LatentSpace
 
 # %% auto #0
-__all__ = ['NNIndex', 'ExactIndex', 'RatingTerm', 'NoveltyTerm', 'Utility', 'content_gap_utility']
+__all__ = ['PRAISE', 'PROBES', 'MUST', 'NNIndex', 'ExactIndex', 'RatingTerm', 'NoveltyTerm', 'Utility', 'content_gap_utility',
+           'probe_texts', 'reward_probes', 'probe_verdict']
 
 # %% ../nbs/05_reward.ipynb #8e6d755e
 class NNIndex(Protocol):
@@ -126,3 +130,100 @@ def content_gap_utility(
     return Utility(
         {'rating': (1.0, RatingTerm(latent.user_emb.to(dev))), 'novelty': (lam, NoveltyTerm(index, k))}, **kwargs
     )
+
+# %% ../nbs/05_reward.ipynb #d48930fe
+PRAISE = [  # generic praise (none of it is in `04_encoder.EVALUATIVE`)
+    "It is a beautiful, thrilling film that everyone should see.",
+    "A stunning achievement that audiences will remember for decades.",
+    "Moviegoers will give it a standing ovation.",
+]
+PROBES = {  # name -> (what changes, text and its title -> the changed text)
+    'bland_premise': (
+        "the story replaced by 'A film about people and their lives.'",
+        lambda t, title, i: with_story(t, "A film about people and their lives."),
+    ),
+    'title_only': ("the facts and the story replaced by the title alone", lambda t, title, i: title),
+    'praise': (
+        "one sentence of generic praise appended to the story",
+        lambda t, title, i: with_story(t, f"{story_of(t)} {PRAISE[i % len(PRAISE)]}"),
+    ),
+    'reception': (
+        "'Critics acclaimed it (100% positive reviews).' added to the story",
+        lambda t, title, i: with_story(t, f"{story_of(t)} Critics acclaimed it (100% positive reviews)."),
+    ),
+    'vague_story': (
+        "the story replaced by 'This is a story about a person and the things that happen.'",
+        lambda t, title, i: with_story(t, "This is a story about a person and the things that happen."),
+    ),
+    'no_story': ("the story erased", lambda t, title, i: with_story(t, '')),
+    'erased': (
+        "the whole description replaced by 'A film about people and their lives.'",
+        lambda t, title, i: "A film about people and their lives.",
+    ),
+    'praise_in_change': (
+        "praise inside a change: 'In this version, the acclaimed, award-winning masterpiece is set in Paris.'",
+        lambda t, title, i: with_story(
+            t, f"{story_of(t)} In this version, the acclaimed, award-winning masterpiece is set in Paris."
+        ),
+    ),
+    'awards': (
+        "'It won three Oscars, including Best Picture.' added to the story",
+        lambda t, title, i: with_story(t, f"{story_of(t)} It won three Oscars, including Best Picture."),
+    ),
+}
+MUST = {'bland_premise': 'le0', 'title_only': 'le0', 'praise': 'zero', 'reception': 'zero'}  # the run's gates
+
+
+def probe_texts(
+    texts: list[str],  # full descriptions
+    titles: list[str],  # their display titles
+    probes: dict = PROBES,
+) -> dict[str, list[str]]:
+    "Every probe's changed descriptions."
+    return {name: [f(t, ti, i) for i, (t, ti) in enumerate(zip(texts, titles))] for name, (_, f) in probes.items()}
+
+
+def reward_probes(
+    texts: list[str],  # full descriptions of the probed movies
+    titles: list[str],  # their display titles
+    users: np.ndarray,  # one viewer per movie
+    scorers: dict,  # name -> encoder (`.encode(texts) -> (B, n)`), e.g. {'proxy': E_D, 'judge': judge}
+    utility: Utility,
+    probes: dict = PROBES,
+    n_boot: int = 2000,
+    seed: int = 0,
+) -> pd.DataFrame:  # one row per (probe, scorer)
+    "What the utility pays for each probe through each encoder: mean paired change, 95% bootstrap interval, parts."
+    users = torch.as_tensor(np.asarray(users))
+    changed = probe_texts(texts, titles, probes)
+    rng = np.random.default_rng(seed)
+    boot = rng.integers(0, len(texts), (n_boot, len(texts)))
+    rows = []
+    for sname, enc in scorers.items():
+        base = utility(enc.encode(list(texts)), users)
+        for name, new in changed.items():
+            after = utility(enc.encode(new), users)
+            d = (after['total'] - base['total']).numpy()
+            means = d[boot].mean(1)
+            rows.append(
+                {
+                    'probe': name,
+                    'scorer': sname,
+                    'change': probes[name][0],
+                    'dU': float(d.mean()),
+                    'ci_low': float(np.quantile(means, 0.025)),
+                    'ci_high': float(np.quantile(means, 0.975)),
+                    'rating part': float((after['rating'] - base['rating']).mean()),
+                    'novelty part': float((after['novelty'] - base['novelty']).mean()),
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def probe_verdict(row) -> str:
+    "'pays' when a probe the run gates on breaks its rule (`MUST`), 'ok' when it keeps it, '' for the others."
+    rule = MUST.get(row['probe'])
+    if rule is None:
+        return 'pays' if row['ci_low'] > 0.02 else ''
+    ok = row['dU'] <= 0 and row['ci_high'] <= 0.02 if rule == 'le0' else abs(row['dU']) <= 0.02
+    return 'ok' if ok else 'pays'

@@ -12,15 +12,22 @@ import pandas as pd
 import torch
 from .utils import ConfigError, cache_dir, stable_hash, atomic_write_bytes, load_config
 from .data import Catalog, load_catalog, describe_catalog, user_profile, display_title, package_dir, DATASETS
-from .latent import LatentSpace, build_latent, save_latent, load_latent
+from .latent import LatentSpace, build_latent, save_latent, load_latent, text_side
 from eagle_nb.encoder import (
+    EmbeddingCache,
+    NeighbourEncoder,
     TextEncoder,
     load_backbone,
+    load_judge_backbone,
+    judge_backbone_path,
     fit_encoder,
     encoder_metrics,
     split_items,
     save_encoder,
     load_encoder,
+    tune_neighbours,
+    calibrate_pessimism,
+    viewer_per_movie,
 )
 from .reward import Utility, content_gap_utility
 from .llm import LLM, load_llm, check_gguf, check_model_folder, SMOLLM2_GGUF
@@ -42,24 +49,28 @@ class DataConfig:
 
 @dataclass
 class LatentConfig:
-    "Weighted ALS (see 03_latent)."
+    "Weighted ALS with a text prior, as `03_latent` chooses it on its validation split."
 
-    k: int = 16
-    lam: float = 0.2
+    k: int = 64
+    lam: float = 0.15
     iters: int = 15
     alpha: float = 0.0
+    side_lam: float = 10.0  # strength of the text prior (0: ratings alone)
 
 
 @dataclass
 class EncoderConfig:
-    "The text encoder (see 04_encoder)."
+    "The text encoder E_D and the judge (see 04_encoder)."
 
-    # 0: frozen backbone + ridge head; >0: fine-tune this many top layers; -1: all of MiniLM (04_encoder's best)
+    kind: str = 'neighbours'  # 'neighbours' (kernel regression, the default) or 'regression' (a head on the backbone)
+    margin: float = 0.05  # pessimism: how far below its full description a reduced one scores (neighbours)
+    # regression only: 0 a ridge head on the frozen backbone; >0 fine-tune this many top layers; -1 all of MiniLM
     finetune_layers: int = 0
     epochs: int = 2  # the most epochs of fine-tuning (early stopping on 15% of the training movies)
     min_ratings: int = 10
     test_frac: float = 0.1
     backbone: str | None = None  # a local sentence-transformers folder; the shipped all-MiniLM-L6-v2 by default
+    judge: str | None = None  # the judge's backbone folder; all-mpnet-base-v2, assembled from its packages, by default
 
 
 @dataclass
@@ -116,6 +127,12 @@ class StackConfig:
                 raise ConfigError(f"config.{name} must be >= 1, got {v}")
         if not 0 < self.encoder.test_frac < 1:
             raise ConfigError(f"config.encoder.test_frac must be in (0, 1), got {self.encoder.test_frac}")
+        if self.encoder.kind not in ('neighbours', 'regression'):
+            raise ConfigError(f"config.encoder.kind must be 'neighbours' or 'regression', got {self.encoder.kind!r}")
+        if not 0 <= self.encoder.margin < 1:
+            raise ConfigError(f"config.encoder.margin must be in [0, 1), got {self.encoder.margin}")
+        if self.latent.side_lam < 0:
+            raise ConfigError(f"config.latent.side_lam must be >= 0, got {self.latent.side_lam}")
         if self.encoder.finetune_layers < -1 or (self.encoder.finetune_layers and self.encoder.epochs < 1):
             raise ConfigError(
                 "config.encoder.finetune_layers must be -1 (all of the backbone), 0 (frozen) or a number of top "
@@ -187,10 +204,14 @@ def preflight(
             raise ConfigError(f"run.device: {cfg.run.device} requested but no CUDA device is available")
         if dev.type == 'cuda' and dev.index is not None and dev.index >= torch.cuda.device_count():
             raise ConfigError(f"run.device: {cfg.run.device} does not exist")
-    if cfg.encoder.backbone and not (Path(cfg.encoder.backbone).expanduser() / 'modules.json').is_file():
-        raise ConfigError(
-            f"encoder.backbone: {cfg.encoder.backbone} is not a sentence-transformers folder (modules.json missing)"
-        )
+    for key, folder in [('encoder.backbone', cfg.encoder.backbone), ('encoder.judge', cfg.encoder.judge)]:
+        if folder and not (Path(folder).expanduser() / 'modules.json').is_file():
+            raise ConfigError(f"{key}: {folder} is not a sentence-transformers folder (modules.json missing)")
+    if not cfg.encoder.judge:
+        try:
+            judge_backbone_path()
+        except FileNotFoundError as e:
+            raise ConfigError(str(e)) from None
     if needs_llm:
         m = cfg.llm.model
         if m == 'smollm2':
@@ -210,9 +231,16 @@ def preflight(
     return cat
 
 # %% ../nbs/11_stack.ipynb #efa0589e
-def stage_latent(cfg: StackConfig, cat: Catalog, log=print) -> LatentSpace:
-    "The latent space, from cache when the same catalogue and settings were fitted before."
-    key = stable_hash(cat.name, len(cat.ratings), dataclasses.asdict(cfg.latent), cfg.run.seed)
+def stage_latent(
+    cfg: StackConfig,
+    cat: Catalog,
+    side: torch.Tensor | None = None,  # the text prior's side features (`text_side`); None when side_lam is 0
+    side_items: np.ndarray | None = None,  # the movies the prior's map is fitted on (the encoder's training movies)
+    log=print,
+) -> LatentSpace:
+    "The latent space, from cache when the same catalogue, prior and settings were fitted before."
+    prior = None if side is None else stable_hash(side.sum(0).tolist()[:8], len(side), np.asarray(side_items).tolist())
+    key = stable_hash(cat.name, len(cat.ratings), dataclasses.asdict(cfg.latent), prior, cfg.run.seed)
     f = cache_dir('latent') / f"{cat.name}-{key}.safetensors"
     if f.exists():
         try:
@@ -221,28 +249,88 @@ def stage_latent(cfg: StackConfig, cat: Catalog, log=print) -> LatentSpace:
             return ls
         except Exception as e:
             log(f"latent space: cache unusable ({e}); refitting")
-    ls = build_latent(cat, **dataclasses.asdict(cfg.latent), seed=cfg.run.seed, device=cfg.run.device)
+    L = cfg.latent
+    ls = build_latent(
+        cat,
+        k=L.k,
+        lam=L.lam,
+        iters=L.iters,
+        alpha=L.alpha,
+        seed=cfg.run.seed,
+        device=cfg.run.device,
+        side=side if L.side_lam > 0 else None,
+        side_lam=L.side_lam,
+        side_items=side_items,
+    )
     save_latent(ls, f)
     log(f"latent space: fitted in {ls.info['fit_seconds']:.1f}s -> {f}")
     return ls
 
 
-def stage_encoder(cfg: StackConfig, cat: Catalog, latent: LatentSpace, texts: list[str], log=print):
-    "The text encoder, its held-out metrics and the movie split, from cache when possible."
+def _neighbours(cfg, texts, latent, train_idx, score, viewers, backbone, name, log):
+    "A tuned and calibrated `NeighbourEncoder`, from cache when the same keys and settings were fitted before."
+    key = stable_hash('neighbours-v1', name, stable_hash(texts), latent.info, np.asarray(train_idx).tolist(), cfg.encoder.margin,
+                      dataclasses.asdict(cfg.reward), cfg.run.seed)
+    f = cache_dir('encoder') / f"{name}-{key}.json"
+    enc = NeighbourEncoder(backbone, name=name)
+    t0 = time.time()
+    if f.exists():
+        try:
+            enc.fit(texts, latent, train_idx).restore(json.loads(f.read_text()))
+            log(f"encoder ({name}): cached {f.name}")
+            return enc
+        except Exception as e:
+            log(f"encoder ({name}): cache unusable ({e}); refitting")
+    grid = tune_neighbours(enc, texts, latent, train_idx, seed=cfg.run.seed)
+    cal = calibrate_pessimism(enc, texts, score, train_idx, viewers, margin=cfg.encoder.margin, seed=cfg.run.seed)
+    enc.info.update(validation=grid.head(5).to_dict('records'), fit_seconds=time.time() - t0)
+    atomic_write_bytes(f, json.dumps(enc.settings()).encode())
+    log(f"encoder ({name}): tau={enc.tau}, k={enc.k}, alpha={enc.alpha}; appeal offsets "
+        f"{ {k: round(v, 3) for k, v in enc.delta.items()} } in {time.time() - t0:.0f}s -> {f.name}")
+    return enc
+
+
+def stage_encoder(
+    cfg: StackConfig,
+    cat: Catalog,
+    latent: LatentSpace,
+    texts: list[str],
+    split: tuple[np.ndarray, np.ndarray],  # the encoder's (train_idx, test_idx) of `split_items`
+    utility: Utility,  # what the neighbour encoder's pessimism is calibrated for
+    backbone=None,  # the loaded E_D backbone (loaded here when None)
+    log=print,
+):
+    "E_D and the judge, with their held-out metrics (the paper's check), from cache when possible."
     e = cfg.encoder
-    counts = np.bincount(cat.ratings.item, minlength=cat.n_items)
-    train_idx, test_idx = split_items(counts, e.test_frac, e.min_ratings, cfg.run.seed)
+    train_idx, test_idx = split
     pool = np.sort(np.concatenate([train_idx, test_idx]))
+    bb = backbone if backbone is not None else load_backbone(cfg.run.device, e.backbone)
+    viewers = viewer_per_movie(cat.ratings, cat.n_users, train_idx, seed=cfg.run.seed + 1)
+    score = lambda z, users: utility(z, torch.as_tensor(users))['total']
+    jb = load_judge_backbone(cfg.run.device) if not e.judge else load_backbone(cfg.run.device, e.judge)
+    judge = _neighbours(cfg, texts, latent, train_idx, score, viewers, jb, e.judge or 'all-mpnet-base-v2', log)
+    if e.kind == 'neighbours':
+        enc = _neighbours(cfg, texts, latent, train_idx, score, viewers, bb, e.backbone or 'all-MiniLM-L6-v2', log)
+    else:
+        enc = _regression_encoder(cfg, cat, latent, texts, train_idx, bb, log)
+    out = []
+    for m in (enc, judge):
+        metrics = encoder_metrics(m, texts, latent, test_idx, pool=pool)
+        metrics['passes'] = metrics['error/nn'] < 1 and metrics['acc@10'] >= 10 * metrics['chance@10']
+        out.append(metrics)
+    return enc, out[0], judge, out[1]
+
+
+def _regression_encoder(cfg, cat, latent, texts, train_idx, bb, log) -> TextEncoder:
+    "The ridge-head (or fine-tuned) encoder of `04_encoder`, from cache when possible."
+    e = cfg.encoder
     key = stable_hash(cat.name, stable_hash(texts), latent.info, dataclasses.asdict(e), cfg.run.seed)
     f = cache_dir('encoder') / f"{cat.name}-{key}.pt"
-    fm = f.with_suffix('.json')
-    bb = load_backbone(cfg.run.device, e.backbone)
-    if f.exists() and fm.exists():
+    if f.exists():
         try:
             enc = load_encoder(f, cfg.run.device, backbone=bb)
-            metrics = json.loads(fm.read_text())
             log(f"encoder: cached {f.name}")
-            return enc, metrics, train_idx, test_idx
+            return enc
         except Exception as ex:
             log(f"encoder: cache unusable ({ex}); retraining")
     t0 = time.time()
@@ -258,27 +346,26 @@ def stage_encoder(cfg: StackConfig, cat: Catalog, latent: LatentSpace, texts: li
         progress=True,
         backbone=bb,
     )
-    metrics = encoder_metrics(enc, texts, latent, test_idx, pool=pool)
-    metrics['fit_seconds'] = time.time() - t0
     save_encoder(enc, f)
-    atomic_write_bytes(fm, json.dumps(metrics).encode())
-    log(f"encoder: trained in {metrics['fit_seconds']:.0f}s -> {f}")
-    return enc, metrics, train_idx, test_idx
+    log(f"encoder: trained in {time.time() - t0:.0f}s -> {f}")
+    return enc
 
 # %% ../nbs/11_stack.ipynb #3977b598
 @dataclass
 class Stack:
-    "Everything a run builds before the agent: data, latent space, encoder, utility."
+    "Everything a run builds before the agent: data, latent space, utility, encoder and judge."
 
     cfg: StackConfig
     cat: Catalog  # movies, users, ratings
     texts: list[str]  # one description per movie, in item order
     latent: LatentSpace
-    encoder: TextEncoder  # E_D
+    encoder: NeighbourEncoder | TextEncoder  # E_D
     encoder_metrics: dict  # its held-out metrics (04_encoder)
     train_idx: np.ndarray
     test_idx: np.ndarray  # the encoder's movie split
     utility: Utility
+    judge: NeighbourEncoder  # the independent judge: another backbone, the same latent space and split
+    judge_metrics: dict
 
     def profile(self, user: int) -> str:
         "A user's profile text (02_data)."
@@ -290,15 +377,20 @@ def build_stack(
     log=print,
     cat: Catalog | None = None,  # the catalogue `preflight` loaded and checked; loaded (and checked) here when None
 ) -> Stack:
-    "Catalogue, descriptions, latent space, encoder (with metrics and split) and utility for `cfg`, all cached."
+    "Catalogue, descriptions, split, latent space (with its text prior), utility, E_D and judge for `cfg`, cached."
     if cat is None:
         cat = load_catalog(cfg.data.dataset, metadata=cfg.data.metadata)
         check_fittable(cfg, cat)
     texts = describe_catalog(cat)
-    latent = stage_latent(cfg, cat, log)
-    enc, metrics, train_idx, test_idx = stage_encoder(cfg, cat, latent, texts, log)
+    e = cfg.encoder
+    counts = np.bincount(cat.ratings.item, minlength=cat.n_items)
+    train_idx, test_idx = split_items(counts, e.test_frac, e.min_ratings, cfg.run.seed)
+    bb = load_backbone(cfg.run.device, e.backbone)
+    side = text_side(texts, EmbeddingCache(bb, name=e.backbone or 'all-MiniLM-L6-v2')) if cfg.latent.side_lam > 0 else None
+    latent = stage_latent(cfg, cat, side, train_idx, log)
     utility = content_gap_utility(latent, lam=cfg.reward.lam, k=cfg.reward.k, device=cfg.run.device)
-    return Stack(cfg, cat, texts, latent, enc, metrics, train_idx, test_idx, utility)
+    enc, metrics, judge, jmetrics = stage_encoder(cfg, cat, latent, texts, (train_idx, test_idx), utility, bb, log)
+    return Stack(cfg, cat, texts, latent, enc, metrics, train_idx, test_idx, utility, judge, jmetrics)
 
 
 def make_env(

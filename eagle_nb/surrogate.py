@@ -12,8 +12,7 @@ from .utils import cache_dir, stable_hash, atomic_write_bytes
 from .environment import EagleEnv, fallback_rewrite
 
 # %% auto #0
-__all__ = ['TERMS', 'Transitions', 'TransitionModel', 'fidelity', 'cross_fidelity', 'SurrogateEnv', 'JudgeEncoder', 'fit_judge',
-           'judge_agreement']
+__all__ = ['TERMS', 'Transitions', 'TransitionModel', 'fidelity', 'cross_fidelity', 'SurrogateEnv', 'judge_agreement']
 
 # %% ../nbs/12_surrogate.ipynb #85080c91
 @dataclass
@@ -195,52 +194,7 @@ class SurrogateEnv(EagleEnv):
         return z + self.model.predict(z, edits, [self.states[i].profile for i in idx])
 
 # %% ../nbs/12_surrogate.ipynb #ef1b1ea7
-class JudgeEncoder:
-    "An independent text -> latent map: TF-IDF of words and word pairs, ridge to the behavioural embeddings."
-
-    def __init__(self, alpha: float = 1.0, max_features: int = 20000):  # ridge penalty
-        from sklearn.feature_extraction.text import TfidfVectorizer
-
-        self.vec = TfidfVectorizer(ngram_range=(1, 2), min_df=2, sublinear_tf=True, max_features=max_features)
-        self.alpha = alpha
-
-    def fit(self, texts: list[str], Z: torch.Tensor) -> 'JudgeEncoder':
-        "Fit on descriptions and their movies' latent vectors."
-        from sklearn.linear_model import Ridge
-
-        X = self.vec.fit_transform(texts)
-        self.ridge = Ridge(alpha=self.alpha).fit(X, Z.numpy())
-        self.out_dim = Z.shape[1]
-        return self
-
-    def encode(self, texts: list[str]) -> torch.Tensor:
-        "Latent vectors (B, n)."
-        return torch.tensor(self.ridge.predict(self.vec.transform(texts)), dtype=torch.float)
-
-
-def fit_judge(st, alpha: float = 1.0, log=print) -> JudgeEncoder:
-    "The judge of a stack, fitted on the encoder's training movies (cached)."
-    import pickle
-
-    key = stable_hash(
-        'judge-v1', st.cat.name, stable_hash(st.texts), st.latent.info, [int(i) for i in st.train_idx], alpha
-    )
-    f = cache_dir('judge') / f'{key}.pkl'
-    if f.exists():
-        try:
-            j = pickle.loads(f.read_bytes())
-            log(f"judge: cached {f.name}")
-            return j
-        except Exception as e:
-            log(f"judge: cache unusable ({type(e).__name__}); refitting")
-    t0 = time.time()
-    j = JudgeEncoder(alpha).fit([st.texts[i] for i in st.train_idx], st.latent.item_emb[st.train_idx])
-    atomic_write_bytes(f, pickle.dumps(j))
-    log(f"judge: fitted in {time.time() - t0:.1f}s -> {f}")
-    return j
-
-
-def judge_agreement(st, judge: JudgeEncoder, n_users: int = 1, seed: int = 0) -> dict:
+def judge_agreement(st, judge, n_users: int = 1, seed: int = 0) -> dict:
     (
         "Agreement of E_D and the judge on held-out movies: correlation of utilities, and each one's error / "
         "nearest-neighbour distance."

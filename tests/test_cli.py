@@ -166,7 +166,14 @@ def test_eagle_run_end_to_end_writes_results_and_reuses_caches(tmp_path):
     assert m.paired_gain_agent_vs_reference_ci_low <= m.paired_gain_agent_vs_reference <= m.paired_gain_agent_vs_reference_ci_high
     assert 0 <= m.llm_action_rate <= 1 and 0 <= m.rewrite_accept_rate <= 1 and m.train_seeds == 2
     assert m.movies == 1682 and m.rmse_als < m.rmse_bias < m.rmse_global_mean
-    assert bool(m.encoder_passes_check) == (m['encoder_error/nn'] < 1)                             # the gate reads the check
+    assert bool(m.encoder_passes_check) == (m['encoder_error/nn'] < 1 and m['encoder_acc@10'] >= 10 * m['encoder_chance@10'])
+    assert m.judge_backbone == 'all-mpnet-base-v2' and m.latent_side_lam > 0                       # the judge of another family
+    for p in ['bland_premise', 'title_only', 'praise', 'reception']:                                  # the reward's probes, both scorers
+        for pre in ['probe', 'judge_probe']:
+            assert pd.notna(m[f'{pre}_{p}']) and m[f'{pre}_{p}_ci_low'] <= m[f'{pre}_{p}'] <= m[f'{pre}_{p}_ci_high'], (pre, p)
+    for k in ['fact_retention', 'proxy_judge_gain_corr', 'edit_following_proxy', 'edit_following_judge', 'probes_pass']:
+        assert k in m, k
+    assert 0 <= m.fact_retention <= 1
     ev0 = pd.read_csv(out / 'eval.csv')
     for k, name in [('agent', 'EAGLE agent'), ('random', 'random edits')]:                         # gains in % of U_0
         g = ev0[ev0.method == name]
@@ -182,9 +189,11 @@ def test_eagle_run_end_to_end_writes_results_and_reuses_caches(tmp_path):
     assert '## What the environment did' in md and '![training](figures/training.png)' in md
     gate = "E_D **passes** the paper's check" if m.encoder_passes_check else "E_D **fails** the paper's check"
     assert gate in md.split('## The question')[0]                                                   # stated before the results
+    assert '**Reward probes**' in md.split('## The question')[0] and (out / 'probes.csv').exists()
     r2 = run_cli('run', '--out', str(tmp_path / 'again'), *TINY)
     assert r2.returncode == 0, r2.stderr[-3000:]
-    for s in ['latent space: cached', 'encoder: cached', 'judge: cached', 'reference policy (G-optimal): cached', 'resumed from']:
+    for s in ['latent space: cached', 'encoder (all-MiniLM-L6-v2): cached', 'encoder (all-mpnet-base-v2): cached',
+              'reference policy (G-optimal): cached', 'resumed from']:
         assert s in r2.stderr, s
     pd.testing.assert_frame_equal(ev, pd.read_csv(tmp_path / 'again' / 'eval.csv'))             # deterministic, from the caches
 
@@ -196,11 +205,12 @@ def test_bench_json_fields_exist_and_are_honest():
     assert r.returncode == 0, r.stderr[-3000:]
     res = json.loads(r.stdout)
     for k in ['engine', 'workload', 'reference_tokens_per_s', 'engine_tokens_per_s', 'ratio', 'env_step_seconds', 'llm_action_rate',
-              'rewrite_accept_rate', 'repeated_trigram_rate', 'transition_ratio']:
+              'rewrite_accept_rate', 'repeated_trigram_rate', 'transition_ratio', 'transitions_per_s', 'previous_transitions_per_s',
+              'fact_retention', 'previous_fact_retention']:
         assert k in res, k
     for k in ['prompt_tokens', 'new_tokens', 'batch']:
         assert k in res['workload'], k
     assert res['ratio'] == pytest.approx(res['engine_tokens_per_s'] / res['reference_tokens_per_s'], rel=1e-9)
-    assert res['transition_ratio'] == pytest.approx(res['env_rewrites_per_s'] / res['previous_env_rewrites_per_s'], rel=1e-9)
+    assert res['transition_ratio'] == pytest.approx(res['transitions_per_s'] / res['previous_transitions_per_s'], rel=1e-9)
     assert res['reference_tokens_per_s'] > 0 and res['engine_tokens_per_s'] > 0 and res['env_step_seconds'] > 0
     assert 0 <= res['llm_action_rate'] <= 1 and 0 <= res['rewrite_accept_rate'] <= 1
