@@ -693,11 +693,14 @@ def main(argv: list[str] | None = None) -> int:
         for k in [
             'movies',
             'rmse_als',
-            'encoder_R2',
-            'llm_action_rate',
+            'encoder_error/nn',
+            'encoder_passes_check',
+            'probes_pass',
+            'edit_following_proxy',
+            'edit_following_judge',
+            'fact_retention',
             'rewrite_accept_rate',
             'surrogate_cosine',
-            'surrogate_r2',
             'U_H_random',
             'U_H_reference',
             'U_H_agent',
@@ -705,6 +708,7 @@ def main(argv: list[str] | None = None) -> int:
             'paired_gain_agent_vs_reference_ci_low',
             'paired_gain_agent_vs_reference_ci_high',
             'judge_paired_gain_agent_vs_reference',
+            'proxy_judge_gain_corr',
         ]:
             if k in m:
                 print(f"  {k}: {m[k]}")

@@ -216,6 +216,52 @@ def _check_not_cut(path: Path) -> None:
         raise ValueError(f"{path}: the last line is cut short (no newline at the end of the file); restore the file")
 
 
+def _line_error(path: Path, rows: pd.Index, what: str, n: int) -> ValueError:
+    "A one-line error naming the file, the first offending line (1 is the header), and how many rows share the fault."
+    more = f" ({n:,} such rows)" if n > 1 else ''
+    return ValueError(f"{path}: line {int(rows[0]) + 2}: {what}{more}")
+
+
+def _check_ratings(ratings: pd.DataFrame, path: Path) -> pd.DataFrame:
+    "Ratings that are numbers on MovieLens' scale (0.5 to 5 stars), one per (user, movie), or a one-line error."
+    for col in ('userId', 'movieId', 'rating'):
+        if col not in ratings:
+            continue
+        num = pd.to_numeric(ratings[col], errors='coerce')
+        bad = num.isna() & ratings[col].notna()
+        if bad.any():
+            rows = ratings.index[bad]
+            raise _line_error(path, rows, f"{col} {ratings[col][rows[0]]!r} is not a number", int(bad.sum()))
+        ratings[col] = num
+    if 'rating' in ratings:
+        bad = (ratings.rating < 0.5) | (ratings.rating > 5)
+        if bad.any():
+            rows = ratings.index[bad]
+            what = f"rating {ratings.rating[rows[0]]:g} is outside MovieLens' scale of 0.5 to 5 stars"
+            raise _line_error(path, rows, what, int(bad.sum()))
+    if {'userId', 'movieId'} <= set(ratings.columns):
+        dup = ratings.duplicated(['userId', 'movieId'], keep='first')
+        if dup.any():
+            rows = ratings.index[dup]
+            r = ratings.loc[rows[0]]
+            first = ratings.index[(ratings.userId == r.userId) & (ratings.movieId == r.movieId)][0]
+            what = (
+                f"user {int(r.userId)} rates movie {int(r.movieId)} again (first on line {int(first) + 2}); keep one "
+                f"rating per (user, movie) pair"
+            )
+            raise _line_error(path, rows, what, int(dup.sum()))
+    return ratings
+
+
+def _check_movies(movies: pd.DataFrame, path: Path) -> None:
+    "Every movie has a title, or a one-line error."
+    if 'title' in movies:
+        bad = movies.title.isna() | (movies.title.astype(str).str.strip() == '')
+        if bad.any():
+            rows = movies.index[bad]
+            raise _line_error(path, rows, f"movie {movies.movieId[rows[0]]} has an empty title", int(bad.sum()))
+
+
 def load_movielens_csv(
     folder: str | Path,  # a folder holding ratings.csv and movies.csv (and optionally tags.csv)
     max_ratings: int | None = None,  # read only the first N ratings (for a quick look at 25M)
@@ -228,8 +274,9 @@ def load_movielens_csv(
         if not (folder / f).exists():
             raise FileNotFoundError(f"{folder} is not in the MovieLens CSV layout: {f} is missing")
     _check_not_cut(folder / 'ratings.csv')
-    ratings = pd.read_csv(folder / 'ratings.csv', nrows=max_ratings)
+    ratings = _check_ratings(pd.read_csv(folder / 'ratings.csv', nrows=max_ratings), folder / 'ratings.csv')
     movies = pd.read_csv(folder / 'movies.csv')
+    _check_movies(movies, folder / 'movies.csv')
     ratings = ratings.rename(columns={'userId': 'user_id', 'movieId': 'movie_id'})
     movies = movies.rename(columns={'movieId': 'movie_id'})
     if 'title' in movies:

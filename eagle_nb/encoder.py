@@ -120,7 +120,7 @@ def judge_backbone_path(
         "a missing or incomplete package is named in a one-line `FileNotFoundError` with its pip command."
     )
     import hashlib, importlib.metadata as md, shutil, zipfile
-    from .llm import _publish_folder
+    from eagle_nb.llm import _publish_folder
 
     out = cache_dir('models') / 'all-mpnet-base-v2'
     pieces = []
@@ -558,7 +558,9 @@ class NeighbourEncoder:
             F, S = self.parts(texts[s : s + batch_size])
             w, idx = self.weights(F, S, None if exclude is None else exclude[s : s + batch_size])
             out.append((w[:, :, None] * self.V[idx]).sum(1))
-        return torch.cat(out)
+        z = torch.cat(out)
+        z[:, self.const_idx] = torch.tensor(self.const_val, dtype=z.dtype)  # exact, not a rounded weighted mean
+        return z
 
     def settings(self) -> dict:
         "What `fit` does not recompute: the kernel's settings, the pessimism offsets and the record (JSON)."

@@ -51,11 +51,11 @@ class DataConfig:
 class LatentConfig:
     "Weighted ALS with a text prior, as `03_latent` chooses it on its validation split."
 
-    k: int = 64
+    k: int = 128
     lam: float = 0.15
     iters: int = 15
     alpha: float = 0.0
-    side_lam: float = 10.0  # strength of the text prior (0: ratings alone)
+    side_lam: float = 3.0  # strength of the text prior (0: ratings alone)
 
 
 @dataclass

@@ -7,7 +7,7 @@ __all__ = ['default_device', 'seed_everything', 'local_seed', 'cache_dir', 'atom
            'in_test', 'ConfigError', 'config_from_dict', 'load_config', 'cluster_bootstrap', 'mean_ci']
 
 # %% ../nbs/01_utils.ipynb #85366a69
-import os, random, tempfile, hashlib, json, dataclasses, typing, contextlib
+import os, math, random, tempfile, hashlib, json, dataclasses, typing, contextlib
 from pathlib import Path
 import numpy as np
 import torch
@@ -135,6 +135,8 @@ def _check_type(value, tp, path):
     if dataclasses.is_dataclass(tp):
         return config_from_dict(tp, value, path)
     if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        if not math.isfinite(value):
+            raise ConfigError(f"{path}: expected a finite number, got {value}")
         return float(value)
     if tp is bool and not isinstance(value, bool):
         raise ConfigError(f"{path}: expected true/false, got {value!r}")
@@ -186,6 +188,24 @@ def config_from_dict(
         raise ConfigError(f"{path}: {e}") from None
 
 # %% ../nbs/01_utils.ipynb #23da37c4
+class _DuplicateKey(ValueError):
+    pass
+
+
+class _UniqueKeys(yaml.SafeLoader):
+    "A YAML loader that refuses a key given twice in one mapping (the plain loader silently keeps the last)."
+
+    def construct_mapping(self, node, deep=False):
+        seen = {}
+        for k, _ in node.value:
+            key = self.construct_object(k, deep=deep)
+            line = k.start_mark.line + 1
+            if key in seen:
+                raise _DuplicateKey(f"line {line}: key {key!r} appears twice (first on line {seen[key]})")
+            seen[key] = line
+        return super().construct_mapping(node, deep)
+
+
 def load_config(
     cls: type,  # the configuration dataclass
     path: str | Path | None = None,  # a YAML file; None for the embedded defaults
@@ -197,9 +217,13 @@ def load_config(
         p = Path(path)
         if not p.exists():
             raise ConfigError(f"config file not found: {p}")
+        if p.is_dir():
+            raise ConfigError(f"config file {p} is a folder, not a YAML file")
         try:
-            d = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as e:
+            d = yaml.load(p.read_text(), Loader=_UniqueKeys) or {}
+        except _DuplicateKey as e:
+            raise ConfigError(f"{p}: {e}") from None
+        except (yaml.YAMLError, UnicodeDecodeError) as e:
             raise ConfigError(f"{p} is not valid YAML: {str(e).splitlines()[0]}") from None
         if not isinstance(d, dict):
             raise ConfigError(f"{p}: the top level must be a mapping of sections")

@@ -37,6 +37,10 @@ def one_line_error(r, message):
     ('env:\n  reward: sparse\n', "reward must be 'terminal' or 'delta'"),
     ('env:\n  n_macro: 9\n', 'n_macro must be in 0..6 (pairs of the 4 single candidates)'),
     ('llm:\n  batch_size: 0\n', 'batch_size must be >= 1'),
+    ('reward:\n  lam: 1\nreward:\n  k: 5\n', "line 3: key 'reward' appears twice (first on line 1)"),   # the last one used to win
+    ('reward: {lam: .nan}\n', 'config.reward.lam: expected a finite number, got nan'),
+    ('latent: {side_lam: .inf}\n', 'config.latent.side_lam: expected a finite number'),
+    ('encoder:\n  kind: ridge\n', "encoder.kind must be 'neighbours' or 'regression'"),
 ])
 def test_bad_config_file(tmp_path, capsys, text, message):
     f = tmp_path / 'c.yaml'; f.write_text(text)
@@ -49,6 +53,11 @@ def test_bad_config_file(tmp_path, capsys, text, message):
 def test_missing_config_file(tmp_path, capsys):
     assert main(['run', str(tmp_path / 'nope.yaml')]) == 2
     assert 'config file not found' in capsys.readouterr().err
+
+
+def test_a_folder_given_as_the_config_file(tmp_path):
+    one_line_error(run_cli('run', str(tmp_path), '--out', str(tmp_path / 'o')), 'is a folder, not a YAML file')   # was IsADirectoryError
+    one_line_error(run_cli('config', '--set', 'reward.lam=.nan'), 'expected a finite number')
 
 
 def test_bad_override(capsys):
@@ -87,13 +96,37 @@ def _movielens(folder, n_movies=300, titles=True, shift_ids=False, cut=False):
 @pytest.mark.parametrize('bad, message', [
     (dict(cut=True), 'last line is cut short'),                               # an interrupted download
     (dict(shift_ids=True), 'no rating refers to a known movie'),    # every rating names a movie movies.csv lacks
-    (dict(titles=False), '300 of 300 rated movies have no title'),
+    (dict(titles=False), 'movies.csv: line 2: movie 1 has an empty title (300 such rows)'),
 ])
 def test_bad_ratings_or_movies_files_end_before_any_fitting(tmp_path, bad, message):
     folder = _movielens(tmp_path / 'ml', **bad)
     r = run_cli('run', '--set', f'data.dataset={folder}', '--set', 'llm.model=tiny', '--out', str(tmp_path / 'o'))
     one_line_error(r, message)
     assert not (tmp_path / 'o').exists()                        # nothing was written, nothing was fitted
+
+
+@pytest.mark.parametrize('change, message', [
+    (lambda r: r.assign(rating=r.rating * 10), "ratings.csv: line 2: rating "),
+    (lambda r: r.assign(rating=[-3.0 if i % 20 == 7 else x for i, x in enumerate(r.rating)]), 'line 9: rating -3 is outside MovieLens'),
+    (lambda r: pd.concat([r, r.head(2000).assign(rating=0.5)]), 'rates movie'),                 # 2,000 pairs rated twice
+    (lambda r: r.astype({'rating': object}).assign(rating=['abc' if i == 30 else x for i, x in enumerate(r.rating)]), "line 32: rating 'abc' is not a number"),
+])
+def test_ratings_that_parse_but_are_wrong_end_before_any_fitting(tmp_path, change, message):
+    folder = _movielens(tmp_path / 'ml')
+    change(pd.read_csv(folder / 'ratings.csv')).to_csv(folder / 'ratings.csv', index=False)
+    r = run_cli('run', '--set', f'data.dataset={folder}', '--set', 'llm.model=tiny', '--out', str(tmp_path / 'o'))
+    one_line_error(r, message)
+    assert 'ratings.csv' in r.stderr and not (tmp_path / 'o').exists()
+    if 'rating 50' in message or 'line 2: rating ' in message:
+        assert "outside MovieLens' scale of 0.5 to 5 stars" in r.stderr and 'such rows' in r.stderr
+
+
+def test_one_untitled_movie_is_named_by_its_line(tmp_path):
+    folder = _movielens(tmp_path / 'ml')
+    movies = pd.read_csv(folder / 'movies.csv'); movies.loc[41, 'title'] = ''
+    movies.to_csv(folder / 'movies.csv', index=False)
+    one_line_error(run_cli('run', '--set', f'data.dataset={folder}', '--set', 'llm.model=tiny', '--out', str(tmp_path / 'o')),
+                   f"movies.csv: line 43: movie {movies.movieId[41]} has an empty title")
 
 
 def test_a_catalogue_with_a_few_known_movies_names_what_was_lost(tmp_path):

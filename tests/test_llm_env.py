@@ -4,7 +4,8 @@ from pathlib import Path
 import pytest
 import torch
 from eagle_nb.llm import GenerationCache, load_llm, HFBackend, SamplingParams, ModelError, check_model_folder
-from eagle_nb.environment import EagleEnv, EnvConfig, clean_edit, check_rewrite, fallback_rewrite
+from eagle_nb.environment import EagleEnv, EnvConfig, clean_edit, check_change, fallback_rewrite, fact_retention
+from eagle_nb.data import facts_of, story_of
 
 WRITER = textwrap.dedent('''
     import sys
@@ -47,14 +48,22 @@ def test_unusable_replies_give_no_edits():
         assert clean_edit(reply) is None
 
 
-def test_empty_looping_and_unchanged_rewrites_are_rejected():
-    orig = 'A heist film about a crew planning one last job in Los Angeles, told over one long night.'
-    assert check_rewrite('', orig) == (None, 'short')
-    assert check_rewrite('   \n ', orig) == (None, 'short')
-    assert check_rewrite('word ' * 5000, orig)[1] == 'loop'
-    assert check_rewrite(orig, orig) == (None, 'unchanged')
-    assert check_rewrite('The crew plans one last job, upbeat, upbeat, upbeat, in Los Angeles over one long night of chaos.', orig)[1] == 'loop'
-    assert 'In this version: make it a musical.' in fallback_rewrite(orig, 'Make it a musical.')
+def test_empty_looping_unchanged_and_fact_breaking_changes_are_rejected():
+    orig = 'Heat (1995). Directed by Michael Mann.\nStory: A heist film about a crew planning one last job in Los Angeles.'
+    edit = 'Turn it into a musical.'
+    assert check_change('', orig, edit) == (None, 'short')
+    assert check_change('In this version,   \n ', orig, edit) == (None, 'short')
+    assert check_change('In this version, ' + 'musical ' * 5000 + '.', orig, edit)[1] == 'loop'
+    assert check_change('In this version, the crew sings a musical number, upbeat, upbeat, upbeat, in Los Angeles.', orig, edit)[1] == 'loop'
+    assert check_change('In this version, the crew plans one last job in a quiet suburb far away.', orig, edit)[1] == 'ignored'
+    assert check_change('In this version, the 2021 musical remake is directed by Baz Luhrmann.', orig, edit)[1] == 'fact'
+    ok, why = check_change('In this version, the crew plans the job as a Broadway musical with songs.', orig, edit)
+    assert why == 'ok' and ok.endswith('songs.')
+    moved = fallback_rewrite(orig, 'Make it a musical.')
+    assert 'In this version, make it a musical.' in moved and facts_of(moved) == facts_of(orig) and story_of(moved).startswith(story_of(orig))
+    facts = {'title': 'Heat', 'year': 1995, 'director': 'Michael Mann', 'writer': '', 'cast': [], 'runtime': '', 'rated': '', 'country': '', 'language': ''}
+    assert fact_retention(facts, moved)['retention'] == 1.0
+    assert fact_retention(facts, 'A heist film.')['retention'] == 0.0                       # a rewrite that dropped the facts line
 
 
 def test_missing_or_broken_model_folder_is_a_one_line_error(tmp_path):
@@ -95,7 +104,7 @@ def tiny_env_parts():
 def make_env(tmp_path, parts, horizon=2):
     cat, U = parts
     llm = load_llm('tiny', device='cpu', cache=GenerationCache(tmp_path / 'c.sqlite'))
-    texts = ['A quiet drama about two sisters who run a bakery in Lyon and fall out over an inheritance.'] * 3
+    texts = ['Sisters (2001).\nStory: A quiet drama about two sisters who run a bakery in Lyon and fall out over an inheritance.'] * 3
     cfg = EnvConfig(horizon=horizon, n_generic=2, n_personal=2, bank_generic=5, bank_personal=2, bank_users=1, bank_rounds=1,
                     propose_max_tokens=16, rewrite_max_tokens=24, max_retries=1)
     return EagleEnv(llm, TinyEncoder(), U, cat, texts, {0: 'likes drama', 1: 'likes comedy'}, cfg, bank_folder=tmp_path / 'banks', log=lambda m: None)
