@@ -55,7 +55,7 @@ class LatentConfig:
     lam: float = 0.15
     iters: int = 15
     alpha: float = 0.0
-    side_lam: float = 3.0  # strength of the text prior (0: ratings alone)
+    side_lam: float = 10.0  # strength of the text prior (0: ratings alone)
 
 
 @dataclass
