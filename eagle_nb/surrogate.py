@@ -197,20 +197,21 @@ class SurrogateEnv(EagleEnv):
 def judge_agreement(st, judge, n_users: int = 1, seed: int = 0) -> dict:
     (
         "Agreement of E_D and the judge on held-out movies: correlation of utilities, and each one's error / "
-        "nearest-neighbour distance."
+        "nearest-neighbour distance, measured as 04's check measures it (among the encoder's well-rated movies)."
     )
+    from eagle_nb.encoder import encoder_metrics
     idx = np.asarray(st.test_idx)
+    pool = np.sort(np.concatenate([st.train_idx, st.test_idx]))
     texts = [st.texts[i] for i in idx]
     users = torch.as_tensor(np.random.default_rng(seed).integers(st.cat.n_users, size=len(idx)))
-    zd, zj, zt = st.encoder.encode(texts), judge.encode(texts), st.latent.item_emb[idx]
+    zd, zj = st.encoder.encode(texts), judge.encode(texts)
     ud, uj = st.utility(zd, users)['total'], st.utility(zj, users)['total']
-    D = torch.cdist(st.latent.item_emb, st.latent.item_emb)
-    D.fill_diagonal_(float('inf'))
-    nn_d = float(D.min(1).values.mean())
+    encoders = [('E_D', st.encoder), ('judge', judge)]
+    check = {name: encoder_metrics(e, st.texts, st.latent, idx, pool=pool) for name, e in encoders}
     return {
         'movies': len(idx),
         'utility correlation': float(np.corrcoef(ud.numpy(), uj.numpy())[0, 1]),
-        'E_D error / nn': float((zd - zt).norm(dim=1).mean()) / nn_d,
-        'judge error / nn': float((zj - zt).norm(dim=1).mean()) / nn_d,
+        'E_D error / nn': check['E_D']['error/nn'],
+        'judge error / nn': check['judge']['error/nn'],
         'latent correlation': float(np.corrcoef(zd.flatten().numpy(), zj.flatten().numpy())[0, 1]),
     }
