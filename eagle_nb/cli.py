@@ -219,15 +219,20 @@ def check_reward(
     items = np.asarray(st.test_idx)
     viewers = viewer_per_movie(st.cat.ratings, st.cat.n_users, items, seed=seed)
     scorers = {'proxy': st.encoder, 'judge': st.judge}
-    probes = reward_probes([st.texts[i] for i in items], [title_of(st.texts[i]) for i in items], viewers, scorers, st.utility)
+    probes = reward_probes(
+        [st.texts[i] for i in items], [title_of(st.texts[i]) for i in items], viewers, scorers, st.utility
+    )
     probes['verdict'] = probes.apply(probe_verdict, axis=1)
     rng = np.random.default_rng([seed, 7])
     fa = [int(a) for a in rng.choice(items, min(n_follow, len(items)), replace=False)]
     fu = [int(u) for u in viewer_per_movie(st.cat.ratings, st.cat.n_users, fa, seed=seed + 3)]
     rep = transition_report(env, fa, fu, k=4, encoders=scorers, seed=seed)
     acc = rep[rep.accepted]
-    log(f"reward probes: {', '.join(f'{r.probe}/{r.scorer} {r.dU:+.3f}' for r in probes.itertuples() if r.probe in MUST)}; "
-        f"edit following {acc['follows (proxy)'].mean():.2f} (proxy), {acc['follows (judge)'].mean():.2f} (judge)")
+    log(
+        "reward probes: "
+        f"{', '.join(f'{r.probe}/{r.scorer} {r.dU:+.3f}' for r in probes.itertuples() if r.probe in MUST)}; "
+        f"edit following {acc['follows (proxy)'].mean():.2f} (proxy), {acc['follows (judge)'].mean():.2f} (judge)"
+    )
     return {'probes': probes, 'following': rep}
 
 
@@ -235,7 +240,10 @@ def run_metrics(cfg: Config, st: Stack, env, anchors, models: Models, trainers, 
     "The row of metrics.csv: the stack, the encoder check, the probes, the environment, the headline."
     ref = ev.method.unique()[1]
     pg = [paired_table(ev, 'EAGLE agent', ref), paired_table(ev, 'EAGLE agent', 'random edits')]
-    pj = [paired_table(ev, 'EAGLE agent', ref, 'judge end'), paired_table(ev, 'EAGLE agent', 'random edits', 'judge end')]
+    pj = [
+        paired_table(ev, 'EAGLE agent', ref, 'judge end'),
+        paired_table(ev, 'EAGLE agent', 'random edits', 'judge end'),
+    ]
     summary = summarize({m: ev[ev.method == m] for m in ev.method.unique()})
     pct = gain_percent(ev, st.cat.ratings.groupby('item').rating.mean())
     s, b, lm, em = env.stats, env.banks.stats, st.latent.info.get('metrics', {}), st.encoder_metrics
@@ -356,8 +364,15 @@ def _md_reward(st: Stack, checks: dict, metrics: dict) -> list[str]:
 def _md_question(cfg: Config, ev, trainers, metrics: dict) -> list[str]:
     "The headline: the agent against its reference and random edits, by the proxy and the judge."
     ref = ev.method.unique()[1]
-    pg = [paired_table(ev, 'EAGLE agent', ref), paired_table(ev, 'EAGLE agent', 'random edits'), paired_table(ev, ref, 'random edits')]
-    pj = [paired_table(ev, 'EAGLE agent', ref, 'judge end'), paired_table(ev, 'EAGLE agent', 'random edits', 'judge end')]
+    pg = [
+        paired_table(ev, 'EAGLE agent', ref),
+        paired_table(ev, 'EAGLE agent', 'random edits'),
+        paired_table(ev, ref, 'random edits'),
+    ]
+    pj = [
+        paired_table(ev, 'EAGLE agent', ref, 'judge end'),
+        paired_table(ev, 'EAGLE agent', 'random edits', 'judge end'),
+    ]
     tie = lambda r: f"{r['paired gain']:+.4f} [{r['CI low']:+.4f}, {r['CI high']:+.4f}] — **{r['verdict']}**"
     goal = pg[0]['verdict'] == 'higher' and pj[0]['verdict'] == 'higher'
     return [
@@ -401,7 +416,11 @@ def _md_methods(st: Stack, env, models: Models, ev, agree: dict, metrics: dict) 
         "Per method (means over the evaluated episodes, intervals over anchors; the agent's row pools its seeds; "
         "facts kept after H steps):",
         "",
-        _md(summary[cols + ['accepted']].assign(**{'facts kept': ev.groupby('method', sort=False)['facts kept'].mean()}).round(4)),
+        _md(
+            summary[cols + ['accepted']]
+            .assign(**{'facts kept': ev.groupby('method', sort=False)['facts kept'].mean()})
+            .round(4)
+        ),
         "",
         "Gains on the paper's scale, in percent of the anchor's starting utility U_0 (the paper reports about +30% for "
         "poorly rated anchors and -5% for highly rated ones; the thirds are of the evaluated anchors by mean rating):",
@@ -412,7 +431,8 @@ def _md_methods(st: Stack, env, models: Models, ev, agree: dict, metrics: dict) 
         "",
         "![proxy and judge](figures/proxy_vs_judge.png)",
         "",
-        f"Per evaluated episode the proxy gain and the judge gain correlate at r = {metrics['proxy_judge_gain_corr']:.2f}; "
+        f"Per evaluated episode the proxy gain and the judge gain correlate at r = "
+        f"{metrics['proxy_judge_gain_corr']:.2f}; "
         f"mean gains, proxy against judge: {gains}. A proxy gain the judge does not share is a gain in E_D's reading "
         "of the text, not in the text.",
         "",
@@ -427,7 +447,8 @@ def _md_methods(st: Stack, env, models: Models, ev, agree: dict, metrics: dict) 
         "rejections: " + ', '.join(f"{k[9:]} {v}" for k, v in s.items() if k.startswith('rejected_')),
         f"- surrogate: fitted on {models.transitions} real transitions; cross-validated over the training anchors "
         f"cosine {f['cosine']:.3f} and R2 {f['R2']:.3f} (the mean displacement: cosine {f['baseline cosine']:.3f}, "
-        f"R2 {f['baseline R2']:.3f}; paired difference {f['paired difference']:+.3f} ± {f['paired difference se']:.3f})",
+        f"R2 {f['baseline R2']:.3f}; paired difference {f['paired difference']:+.3f} "
+        f"± {f['paired difference se']:.3f})",
         f"- judge ({metrics['judge_backbone']}): utility correlation with E_D on held-out movies "
         f"{agree['utility correlation']:.3f}",
         "",
@@ -457,7 +478,11 @@ def _md_examples(st: Stack, anchors, ev, metrics: dict, times: dict) -> list[str
             f"*After:* {e0['text end']}",
             "",
         ]
-    return out + ["## Stage times (s)", "", "| stage | seconds |", "|---|---|"] + [f"| {k} | {v:.1f} |" for k, v in times.items()]
+    return (
+        out
+        + ["## Stage times (s)", "", "| stage | seconds |", "|---|---|"]
+        + [f"| {k} | {v:.1f} |" for k, v in times.items()]
+    )
 
 
 def report(

