@@ -18,7 +18,8 @@ from .llm import model_path
 from .environment import bench_environment, transition_report
 from .encoder import viewer_per_movie
 from .reward import reward_probes, probe_verdict, PROBES, MUST
-from .training import TrainConfig, Trainer, anchor_pools
+from .training import TrainConfig, Trainer, anchor_pools, AnchorPools, KnownAnswer
+from .training import known_answer, known_answer_table, check_tree_size, RUN_TRAIN, agent_key
 from .stack import StackConfig, Stack, build_stack, make_env, evaluate_anchors, preflight
 from eagle_nb.stack import (
     DataConfig,
@@ -43,15 +44,17 @@ from eagle_nb.experiments import (
 )
 
 # %% auto #0
-__all__ = ['Config', 'load_config', 'config_to_yaml', 'run_key', 'gain_percent', 'encoder_gate', 'check_reward', 'run_metrics',
-           'report', 'run', 'bench', 'bench_table', 'main']
+__all__ = ['Config', 'load_config', 'config_to_yaml', 'run_key', 'replay_preflight', 'stage_agents', 'gain_percent',
+           'encoder_gate', 'check_reward', 'known_answer_metrics', 'run_metrics', 'report', 'run', 'bench',
+           'bench_table', 'main']
 
 # %% ../nbs/14_cli.ipynb #7a2ace89
 @dataclass
 class Config(StackConfig):
     "The whole run: the stack's sections (data, latent, encoder, reward, llm, env, run) and the agent's training."
 
-    train: TrainConfig = field(default_factory=lambda: TrainConfig(iterations=22, dyna_iterations=20))
+    # the agent learns in replay trees of real transitions (10_training's known-answer check, reported by the run)
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(**RUN_TRAIN))
 
 
 def load_config(
@@ -68,9 +71,41 @@ def config_to_yaml(cfg: Config) -> str:
 
 # %% ../nbs/14_cli.ipynb #824af22f
 def run_key(cfg: Config) -> dict:
-    "Every setting an agent's training depends on (its run folder is keyed by it)."
-    d = dataclasses.asdict(cfg)
-    return {**{k: d[k] for k in ('data', 'latent', 'encoder', 'reward', 'env', 'train')}, 'llm': cfg.llm.model}
+    "Every setting an agent's training depends on (its run folder is keyed by it: `agent_key` of 10_training)."
+    return agent_key(cfg, cfg.train)
+
+
+def replay_preflight(cfg: Config):
+    "A one-line error, before any work, when the replay trees of the configuration would exceed their budget."
+    if cfg.train.replay:
+        e, t = cfg.env, cfg.train
+        check_tree_size(e.n_generic + e.n_personal + e.n_macro, e.horizon, t.n_train_anchors + t.replay_heldout,
+                        t.replay_budget)
+
+
+def stage_agents(
+    cfg: Config,
+    st: Stack,
+    env,
+    pools: AnchorPools,
+    models: Models,
+    log=print,
+    fresh: bool = False,  # discard existing checkpoints and start over
+    iterations: int | None = None,  # stop each seed after this many iterations (a later call resumes)
+) -> tuple[list[Trainer], KnownAnswer | None]:
+    (
+        "The run's agents, one per seed: trained in replay trees of real transitions, with the known-answer check "
+        "(`train.replay`), or in the surrogate and then the real environment (13_experiments' `stage_train`)."
+    )
+    if not cfg.train.replay:
+        trainers = stage_train(st, env, pools, models, cfg.train, cfg.run.seeds, run_key(cfg), cfg.run.seed,
+                               cfg.run.device, log, judge=st.judge, fresh=fresh, iterations=iterations)
+        return trainers, None
+    n = cfg.train.replay_heldout
+    kp = AnchorPools(pools.train_anchors, pools.train_users, pools.eval_anchors[:n], pools.eval_users[:n])
+    ka = known_answer(env, kp, models.ref, cfg.train, cfg.run.seeds, key=run_key(cfg), judge=st.judge,
+                      seed=cfg.run.seed, device=cfg.run.device, log=log, fresh=fresh, iterations=iterations)
+    return ka.trainers['EAGLE agent'], ka
 
 # %% ../nbs/14_cli.ipynb #f6af3e44
 def gain_percent(
@@ -236,7 +271,32 @@ def check_reward(
     return {'probes': probes, 'following': rep}
 
 
-def run_metrics(cfg: Config, st: Stack, env, anchors, models: Models, trainers, ev, agree: dict, checks: dict) -> dict:
+def known_answer_metrics(cfg: Config, ka: KnownAnswer | None, trainers: list[Trainer]) -> dict:
+    "The known-answer check's numbers (exact gap closed, per tree set) and how much real experience the agents had."
+    real = sum(r.get('environment') != 'surrogate' for T in trainers for r in T.metrics)
+    n_train = min(cfg.train.episodes, cfg.train.n_train_anchors)
+    m = {'real_transitions': real * n_train * cfg.env.horizon}
+    if ka is None:
+        return m
+    t = known_answer_table(ka.values)
+    for name, sfx in (('EAGLE agent', ''), ('pi_ref', '_reference')):
+        for split in ('train', 'heldout'):
+            m[f'gap_closed_{split}{sfx}'] = float(t.loc[(name, split), 'gap closed'])
+            if 'judge gap closed' in t:
+                m[f'judge_gap_closed_{split}{sfx}'] = float(t.loc[(name, split), 'judge gap closed'])
+    for split in ('train', 'heldout'):
+        for k in ('V_random', 'V_optimal'):
+            m[f'known_answer_{k}_{split}'] = float(t.loc[('pi_ref', split), k])
+        m[f'known_answer_V_agent_{split}'] = float(t.loc[('EAGLE agent', split), 'V'])
+        m[f'known_answer_roots_{split}'] = int(t.loc[('pi_ref', split), 'roots'])
+    m['distinct_real_transitions'] = ka.trees['train'].tree.transitions
+    m['heldout_tree_transitions'] = ka.trees['heldout'].tree.transitions
+    return m
+
+
+def run_metrics(
+    cfg: Config, st: Stack, env, anchors, models: Models, trainers, ev, agree: dict, checks: dict, ka=None
+) -> dict:
     "The row of metrics.csv: the stack, the encoder check, the probes, the environment, the headline."
     ref = ev.method.unique()[1]
     pg = [paired_table(ev, 'EAGLE agent', ref), paired_table(ev, 'EAGLE agent', 'random edits')]
@@ -285,8 +345,13 @@ def run_metrics(cfg: Config, st: Stack, env, anchors, models: Models, trainers, 
             'llm': env.llm.model_id,
             'llm_engine': env.llm.backend.name,
             'train_environment': f"proposals={cfg.env.proposals}, transitions={cfg.env.transitions}, "
-            f"H={cfg.env.horizon}, {cfg.train.iterations - cfg.train.dyna_iterations} real + "
-            f"{cfg.train.dyna_iterations} surrogate iterations",
+            f"H={cfg.env.horizon}, "
+            + (
+                f"{cfg.train.iterations} iterations in replay trees of real transitions, reward {cfg.train.reward}"
+                if cfg.train.replay
+                else f"{cfg.train.iterations - cfg.train.dyna_iterations} real + {cfg.train.dyna_iterations} "
+                "surrogate iterations"
+            ),
             'train_algorithm': cfg.train.algorithm,
             'train_reference': cfg.train.reference,
             'train_seeds': len(trainers),
@@ -300,6 +365,7 @@ def run_metrics(cfg: Config, st: Stack, env, anchors, models: Models, trainers, 
             },
         }
     )
+    m.update(known_answer_metrics(cfg, ka, trainers))
     for pre, rows in (('', pg), ('judge_', pj)):
         for name, r in zip(('reference', 'random'), rows):
             m.update(
@@ -378,8 +444,10 @@ def _md_question(cfg: Config, ev, trainers, metrics: dict) -> list[str]:
     return [
         "## The question",
         "",
-        f"Trained in the real LLM environment ({metrics['train_environment']}), over {len(trainers)} seeds, and "
-        f"evaluated on {metrics['eval_anchors']} held-out anchors: is the agent's terminal utility above its "
+        f"Trained on real transitions of the LLM environment ({metrics['train_environment']}), over {len(trainers)} "
+        "seeds, and "
+        f"evaluated in the LLM environment on {metrics['eval_anchors']} held-out anchors: is the agent's terminal "
+        "utility above its "
         "reference's and above random edits, on the same episodes, and does the independent judge agree?",
         "",
         f"- agent vs {ref}, proxy (E_D): {tie(pg[0])}",
@@ -392,12 +460,76 @@ def _md_question(cfg: Config, ev, trainers, metrics: dict) -> list[str]:
         if goal
         else "**The goal is not reached**: the agent's paired gain over its reference does not have an interval above "
         "zero under both the proxy and the judge (a tie means the data cannot tell the two apart). What limits it is "
-        "in the numbers below: the surrogate's fidelity, the size of the moves the environment makes, and what the "
-        "environment did.",
+        "in the numbers below: the known-answer check (can the learner find a better edit where one exists?), the "
+        "size of the moves the environment makes, and what the environment did.",
         "",
         "Paired gains (95% bootstrap intervals resampling anchors):",
         "",
         _md(pd.DataFrame(pg + pj).set_index('comparison').round(4)),
+        "",
+    ]
+
+
+def _plot_known(ka: KnownAnswer, path: Path):
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6, 3.2))
+    c = ka.curves.dropna(subset=['gap_train'])
+    for s, g in c.groupby('seed'):
+        first = s == c.seed.min()
+        ax.plot(g.iteration, g.gap_train, color='C0', alpha=0.6, label='training trees' if first else None)
+        ax.plot(g.iteration, g.gap_heldout, color='C1', ls='--', alpha=0.6, label='held-out trees' if first else None)
+    ax.axhline(0, color='0.5', lw=0.8)
+    ax.axhline(1, color='0.5', lw=0.8, ls=':')
+    ax.set_xlabel('iteration')
+    ax.set_ylabel('gap closed (exact)')
+    ax.set_title('known answer: share of the random-to-optimal gap, one line per seed', fontsize=9)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _md_known(cfg: Config, ka: KnownAnswer | None, metrics: dict) -> list[str]:
+    "results.md's known-answer section: can the learner find a better edit where one exists?"
+    if ka is None:
+        return []
+    t = known_answer_table(ka.values)
+    m = metrics
+    gaps = [m[f'known_answer_V_optimal_{s}'] - m[f'known_answer_V_random_{s}'] for s in ('train', 'heldout')]
+    ref = m['gap_closed_train_reference'], m['gap_closed_heldout_reference']
+    found = (
+        "**The learner finds better edits in the trees it trained on**"
+        if m['gap_closed_train'] >= 0.5
+        else "**The learner does not close half of the gap even in the trees it trained on**"
+    )
+    carried = (
+        "what it learned carries over to held-out anchors (a quarter of their gap or more)."
+        if m['gap_closed_heldout'] >= 0.25
+        else "what it learned **does not carry over** to held-out anchors (less than a quarter of their gap): a tie on "
+        "held-out episodes is then the environment's doing — which edit pays there is not predictable from what the "
+        "agent saw — and not the learner's."
+    )
+    return [
+        "## The known answer",
+        "",
+        f"Below each training anchor, every candidate of every state was applied for real down to H = "
+        f"{cfg.env.horizon}: {m['distinct_real_transitions']} real transitions in {m['known_answer_roots_train']} "
+        f"trees, replayed as the agents' environment; {m['known_answer_roots_heldout']} held-out anchors got their "
+        f"trees too ({m['heldout_tree_transitions']} transitions), never trained on. There the optimum is exact. "
+        "Gap closed = (V_agent - V_random) / (V_optimal - V_random), pooled over roots and seeds, with V the exact "
+        "expected terminal utility of each policy (10_training):",
+        "",
+        f"- agent: **{m['gap_closed_train']:.2f}** of the gap on its training trees, **{m['gap_closed_heldout']:.2f}** "
+        f"on held-out trees (pi_ref: {ref[0]:.2f} and {ref[1]:.2f})",
+        f"- the gap itself: V_optimal - V_random = {gaps[0]:.3f} (training trees), {gaps[1]:.3f} (held-out)",
+        f"- real experience: {m['real_transitions']} replayed real transitions in the agents' training batches "
+        f"({m['distinct_real_transitions']} distinct)",
+        "",
+        f"{found}; {carried}",
+        "",
+        _md(t.round(4)),
+        "",
+        "![known answer](figures/known_answer.png)",
         "",
     ]
 
@@ -497,12 +629,16 @@ def report(
     checks: dict,  # `check_reward`'s probes and edit following
     times: dict,
     out: Path,
+    ka: KnownAnswer | None = None,  # the known-answer check of replay training
 ) -> dict:
     "Write the results folder; returns the metrics row."
     out = Path(out)
     (out / 'figures').mkdir(parents=True, exist_ok=True)
-    metrics = run_metrics(cfg, st, env, anchors, models, trainers, ev, agree, checks)
+    metrics = run_metrics(cfg, st, env, anchors, models, trainers, ev, agree, checks, ka)
     pd.DataFrame([metrics]).to_csv(out / 'metrics.csv', index=False)
+    if ka is not None:
+        ka.values.round(5).to_csv(out / 'known_answer.csv', index=False)
+        _plot_known(ka, out / 'figures' / 'known_answer.png')
     ev.drop(columns=['path']).round(5).to_csv(out / 'eval.csv', index=False)
     tm = pd.concat([pd.DataFrame(T.metrics).assign(seed=s) for s, T in enumerate(trainers)], ignore_index=True)
     tm.round(5).to_csv(out / 'train_metrics.csv', index=False)
@@ -537,7 +673,7 @@ def report(
         f"{metrics['llm_engine']} engine).",
         "",
     ]
-    md = head + _md_reward(st, checks, metrics) + _md_question(cfg, ev, trainers, metrics)
+    md = head + _md_reward(st, checks, metrics) + _md_question(cfg, ev, trainers, metrics) + _md_known(cfg, ka, metrics)
     md += _md_methods(st, env, models, ev, agree, metrics) + _md_examples(st, anchors, ev, metrics, times)
     (out / 'results.md').write_text('\n'.join(md) + '\n')
     return metrics
@@ -546,6 +682,7 @@ def report(
 def run(cfg: Config, log=None, fresh: bool = False) -> dict:
     "Run the pipeline on `cfg` and write the results folder; returns the metrics."
     preflight(cfg)
+    replay_preflight(cfg)
     out = Path(cfg.run.out)
     (out / 'figures').mkdir(parents=True, exist_ok=True)
     seed_everything(cfg.run.seed)
@@ -555,7 +692,7 @@ def run(cfg: Config, log=None, fresh: bool = False) -> dict:
         'environment and banks',
         'reward probes and edit following',
         'real transitions, surrogate, reference',
-        'training',
+        'replay trees and training',
         'evaluation',
         'report',
     ]
@@ -573,7 +710,6 @@ def run(cfg: Config, log=None, fresh: bool = False) -> dict:
     st = build_stack(cfg, log)
     anchors = evaluate_anchors(st)
     done('stack')
-    key = run_key(cfg)
     judge = st.judge
     agree = judge_agreement(st, judge)
     done('judge')
@@ -589,24 +725,11 @@ def run(cfg: Config, log=None, fresh: bool = False) -> dict:
     done('reward probes and edit following')
     models = stage_model(st, env, pools, cfg.train, cfg.run.seed, cfg.run.device, log)
     done('real transitions, surrogate, reference')
-    trainers = stage_train(
-        st,
-        env,
-        pools,
-        models,
-        cfg.train,
-        cfg.run.seeds,
-        key,
-        cfg.run.seed,
-        cfg.run.device,
-        log,
-        judge=judge,
-        fresh=fresh,
-    )
-    done('training')
+    trainers, ka = stage_agents(cfg, st, env, pools, models, log, fresh=fresh)
+    done('replay trees and training')
     ev = stage_eval(st, env, pools, models, trainers, judge, cfg.train.reference, cfg.run.eval_seeds)
     done('evaluation')
-    metrics = report(cfg, st, env, anchors, models, trainers, ev, agree, checks, times, out)
+    metrics = report(cfg, st, env, anchors, models, trainers, ev, agree, checks, times, out, ka)
     done('report')
     bar.close()
     return metrics
@@ -674,6 +797,7 @@ def main(argv: list[str] | None = None) -> int:
             print(config_to_yaml(cfg))
             return 0
         preflight(cfg)
+        replay_preflight(cfg)
         if a.cmd == 'bench':
             res = bench(cfg, a.anchors, log=say)
             print(json.dumps(res) if a.json else bench_table(res))
@@ -684,21 +808,7 @@ def main(argv: list[str] | None = None) -> int:
             env = make_env(st, log=say)
             pools = anchor_pools(st, cfg.train, cfg.run.seed)
             models = stage_model(st, env, pools, cfg.train, cfg.run.seed, cfg.run.device, say)
-            trainers = stage_train(
-                st,
-                env,
-                pools,
-                models,
-                cfg.train,
-                cfg.run.seeds,
-                run_key(cfg),
-                cfg.run.seed,
-                cfg.run.device,
-                say,
-                judge=st.judge,
-                fresh=a.fresh,
-                iterations=a.iterations,
-            )
+            trainers, _ = stage_agents(cfg, st, env, pools, models, say, fresh=a.fresh, iterations=a.iterations)
             out = Path(cfg.run.out)
             out.mkdir(parents=True, exist_ok=True)
             (out / 'config.yaml').write_text(config_to_yaml(cfg))
@@ -725,7 +835,9 @@ def main(argv: list[str] | None = None) -> int:
             'edit_following_judge',
             'fact_retention',
             'rewrite_accept_rate',
-            'surrogate_cosine',
+            'gap_closed_train',
+            'gap_closed_heldout',
+            'real_transitions',
             'U_H_random',
             'U_H_reference',
             'U_H_agent',
@@ -733,6 +845,10 @@ def main(argv: list[str] | None = None) -> int:
             'paired_gain_agent_vs_reference_ci_low',
             'paired_gain_agent_vs_reference_ci_high',
             'judge_paired_gain_agent_vs_reference',
+            'paired_gain_agent_vs_random',
+            'paired_gain_agent_vs_random_ci_low',
+            'judge_paired_gain_agent_vs_random',
+            'judge_paired_gain_agent_vs_random_ci_low',
             'proxy_judge_gain_corr',
         ]:
             if k in m:

@@ -4,7 +4,7 @@
 
 # %% ../nbs/10_training.ipynb #b8b3d268
 from __future__ import annotations
-import copy, io, json, random, sys, time
+import copy, dataclasses, io, json, random, shutil, sys, time
 from dataclasses import dataclass, asdict
 from pathlib import Path
 import numpy as np
@@ -14,7 +14,7 @@ from fastcore.basics import patch
 from tqdm.auto import tqdm
 from .core import kl_categorical, gae_advantages, guided_masks
 from .utils import atomic_write_bytes, stable_hash, cache_dir, default_device, local_seed
-from .environment import candidate_features
+from .environment import candidate_features, EagleEnv, State
 from eagle_nb.policy import (
     EmbeddingPolicy,
     LMPolicy,
@@ -28,10 +28,12 @@ from eagle_nb.policy import (
 )
 
 # %% auto #0
-__all__ = ['ALGORITHMS', 'TrainConfig', 'frozen_copy', 'MyopicOracle', 'phase_algorithm', 'Batch', 'bind_guide', 'collect',
-           'batch_losses', 'save_checkpoint', 'load_checkpoint', 'make_policy', 'AnchorPools', 'anchor_pools',
-           'reward_fingerprint', 'pretrain_reference', 'learner_from', 'make_guide', 'MetricsLog', 'TensorBoardLog',
-           'Checkpoints', 'Trainer']
+__all__ = ['ALGORITHMS', 'RUN_TRAIN', 'TrainConfig', 'frozen_copy', 'MyopicOracle', 'phase_algorithm', 'Batch', 'bind_guide',
+           'collect', 'batch_losses', 'save_checkpoint', 'load_checkpoint', 'make_policy', 'AnchorPools',
+           'anchor_pools', 'reward_fingerprint', 'pretrain_reference', 'learner_from', 'make_guide', 'MetricsLog',
+           'TensorBoardLog', 'Checkpoints', 'Trainer', 'tree_transitions', 'check_tree_size', 'ReplayTree',
+           'grow_replay_tree', 'ReplayEnv', 'tree_values', 'policy_probs', 'gap_closed', 'OptimalGuide', 'GapCurve',
+           'KnownAnswer', 'known_answer', 'known_answer_table', 'agent_key', 'plant_best_edit']
 
 # %% ../nbs/10_training.ipynb #16847e69
 ALGORITHMS = ('ppo', 'ppo++', 'aggrevated', 'lols', 'd2lols')
@@ -60,6 +62,9 @@ class TrainConfig:
     lr: float = 1e-3
     weight_decay: float = 0.0
     alpha: float = 0.05  # KL coefficient
+    # what the learner maximises: 'terminal' (the environment's reward, U at step H) or 'gain' (each step's change in
+    # U, summing to U_H - U_0: the same optimum, without the anchors' different starting utilities in the returns)
+    reward: str = 'terminal'
     gamma: float = 1.0
     lam: float = 0.95  # discount and GAE lambda
     clip: float = 0.2  # PPO ratio clipping (0: no clipping)
@@ -73,6 +78,9 @@ class TrainConfig:
     design_k: int = 2  # G-optimal action-set size of the reference target
     n_train_anchors: int = 12
     n_eval_anchors: int = 10  # anchor pools (train / held-out split of the encoder)
+    # where training anchors come from: 'encoder-train' (E_D's training movies) or 'held-out' (E_D's held-out movies,
+    # disjoint from the evaluation anchors: E_D has not memorised their descriptions, so edits move its reading)
+    train_split: str = 'encoder-train'
     # steps of random rollouts whose states pre-train pi_ref (their candidates' transitions are simulated)
     ref_depth: int = 1
     ref_epochs: int = 30  # pre-training epochs of pi_ref
@@ -80,6 +88,11 @@ class TrainConfig:
     eval_seeds: int = 1  # environment seeds of held-out evaluations
     checkpoint_every: int = 4  # iterations between checkpoints
     mixed_precision: str = 'auto'  # 'no', 'bf16' or 'auto' (bf16 on a capable GPU)
+    # train in replay trees of the training anchors' real transitions (the known-answer check below); no surrogate
+    replay: bool = False
+    replay_heldout: int = 6  # held-out anchors whose trees are grown too, for the known-answer check
+    replay_budget: int = 20_000  # most real transitions the replay trees may take (checked before any generation)
+    gap_every: int = 5  # iterations between points of the known-answer learning curve
 
     def __post_init__(self):
         if self.algorithm not in ALGORITHMS:
@@ -90,6 +103,10 @@ class TrainConfig:
             raise ValueError("state must be 'latent' or 'text'")
         if self.reference not in ('uniform', 'optimistic', 'G-optimal'):
             raise ValueError("reference must be 'uniform', 'optimistic' or 'G-optimal'")
+        if self.reward not in ('terminal', 'gain'):
+            raise ValueError("reward must be 'terminal' or 'gain'")
+        if self.train_split not in ('encoder-train', 'held-out'):
+            raise ValueError("train_split must be 'encoder-train' or 'held-out'")
         if self.guide not in ('reference', 'oracle'):
             raise ValueError("guide must be 'reference' or 'oracle'")
         if self.mixed_precision not in ('no', 'bf16', 'auto'):
@@ -112,6 +129,12 @@ class TrainConfig:
             raise ValueError("dyna_iterations must be in 0..iterations")
         if not 0 <= self.beta <= 1:
             raise ValueError(f"beta must be in [0, 1], got {self.beta}")
+        if self.replay and self.dyna_iterations:
+            raise ValueError("replay trains on replayed real transitions only: set dyna_iterations=0")
+        if self.replay and not 1 <= self.replay_heldout <= self.n_eval_anchors:
+            raise ValueError(f"replay_heldout must be in 1..n_eval_anchors ({self.n_eval_anchors})")
+        if self.replay_budget < 1 or self.gap_every < 1:
+            raise ValueError("replay_budget and gap_every must be >= 1")
         if self.alpha < 0 or self.clip < 0 or self.lr <= 0 or self.eval_every < 0:
             raise ValueError("alpha, clip and eval_every must be >= 0 and lr > 0")
 
@@ -134,6 +157,10 @@ class MyopicOracle:
         sharpness: float = 1e-3,
     ):  # softmax temperature on utilities
         self.env, self.mode, self.sharpness = env, mode, sharpness
+
+    def rebind(self, env) -> 'MyopicOracle':
+        "The same oracle reading the states of another environment."
+        return MyopicOracle(env, self.mode, self.sharpness)
 
     def __call__(self, obs: list[dict], cands: list[list[str]]) -> PolicyOut:
         if len(obs) != len(self.env.states):
@@ -175,9 +202,9 @@ class Batch:
 
 
 def bind_guide(guide, env):
-    "The guide acting in `env`: a myopic oracle always reads the states of the environment being rolled out."
-    if isinstance(guide, MyopicOracle) and guide.env is not env:
-        return MyopicOracle(env, guide.mode, guide.sharpness)
+    "The guide acting in `env`: a guide that reads states (an oracle) always reads those of the rolled-out environment."
+    if hasattr(guide, 'rebind') and guide.env is not env:
+        return guide.rebind(env)
     return guide
 
 
@@ -190,6 +217,7 @@ def collect(
     algorithm: str,  # 'ppo', 'ppo++' or 'aggrevated' (after `phase_algorithm`)
     beta: float,
     seed: int,
+    gain: bool = False,  # rewards are each step's change in utility (sum: U_H - U_0) instead of the environment's
 ) -> tuple[Batch, Episodes]:
     "Roll out B episodes with the learner, the guide taking over where the algorithm's masks say (one `rollout`)."
     H, B = env.horizon, len(anchors)
@@ -208,7 +236,7 @@ def collect(
             flat(ep.cands),
             ep.actions,
             ep.logp,
-            ep.rewards,
+            ep.U[:, 1:] - ep.U[:, :-1] if gain else ep.rewards,
             pg_mask,
             v_mask,
             guide_acts,
@@ -335,10 +363,22 @@ class AnchorPools:
 
 
 def anchor_pools(st, cfg: TrainConfig, seed: int) -> AnchorPools:  # st: the stack (`Stack` of 11_stack)
-    "Training anchors (encoder train split) and held-out anchors (its test split), each with a user."
+    (
+        "Training anchors (`cfg.train_split`: E_D's training movies, or its held-out ones) and held-out anchors "
+        "(E_D's held-out movies, never a training anchor), each with a user."
+    )
     rng = np.random.default_rng([seed, 17])
-    tr = rng.choice(st.train_idx, min(cfg.n_train_anchors, len(st.train_idx)), replace=False).tolist()
-    te = rng.choice(st.test_idx, min(cfg.n_eval_anchors, len(st.test_idx)), replace=False).tolist()
+    if cfg.train_split == 'held-out':
+        if cfg.n_train_anchors + cfg.n_eval_anchors > len(st.test_idx):
+            raise ValueError(
+                f"train_split='held-out' needs n_train_anchors + n_eval_anchors <= {len(st.test_idx)} "
+                "(E_D's held-out movies)"
+            )
+        pick = rng.permutation(st.test_idx)
+        te, tr = pick[: cfg.n_eval_anchors].tolist(), pick[cfg.n_eval_anchors :][: cfg.n_train_anchors].tolist()
+    else:
+        tr = rng.choice(st.train_idx, min(cfg.n_train_anchors, len(st.train_idx)), replace=False).tolist()
+        te = rng.choice(st.test_idx, min(cfg.n_eval_anchors, len(st.test_idx)), replace=False).tolist()
     return AnchorPools(
         [int(a) for a in tr],
         [int(u) for u in rng.integers(st.cat.n_users, size=len(tr))],
@@ -604,6 +644,7 @@ def step(self: Trainer) -> dict:
         algo,
         cfg.beta,
         seed=int(rng.integers(2**31)),
+        gain=cfg.reward == 'gain',
     )
     t_collect = time.time() - t0
     diag = []
@@ -629,7 +670,7 @@ def step(self: Trainer) -> dict:
     return {
         'iteration': self.iteration,
         **judged,
-        'environment': 'surrogate' if env is self.surrogate else 'real',
+        'environment': 'surrogate' if env is self.surrogate else getattr(env, 'kind', 'real'),
         'algorithm': algo,
         'train_U_end': float(batch.end_U.mean()),
         'train_U_start': float(batch.start_U.mean()),
@@ -690,3 +731,562 @@ def train(
         bar.set_postfix(U=f"{row['train_U_end']:.3f}", kl=f"{row['kl']:.3f}", env=row['environment'][:4])
     bar.close()
     return pd.DataFrame(self.metrics)
+
+# %% ../nbs/10_training.ipynb #95122676
+def tree_transitions(
+    K: int,  # candidate edits per state
+    H: int,  # depth (the horizon)
+    roots: int = 1,
+) -> int:
+    "Real transitions in full trees of depth H over K candidates per state: roots * (K + K^2 + ... + K^H)."
+    return roots * sum(K**d for d in range(1, H + 1))
+
+
+def check_tree_size(K: int, H: int, roots: int, budget: int) -> int:
+    "The trees' transition count; a one-line error, before any generation, when it exceeds `budget`."
+    n = tree_transitions(K, H, roots)
+    if n > budget:
+        raise ValueError(
+            f"replay trees too large: {roots} roots x (K + ... + K^H with K={K}, H={H}) = {n} transitions > "
+            f"the budget of {budget}; lower the candidates per state, the horizon or the anchors"
+        )
+    return n
+
+
+@dataclass
+class ReplayTree:
+    "Every state reachable in H steps from each root (anchor, viewer), by real transitions; nodes root by root."
+
+    roots: list  # (anchor, user) of each root
+    H: int
+    text: list  # per node: its description
+    z: torch.Tensor  # (N, n) E_D of each node's text
+    parts: dict  # utility part -> (N,) tensor; 'total' is the reward's utility
+    parent: torch.Tensor  # (N,) the parent node, -1 at roots
+    children: torch.Tensor  # (N, K) the child reached by each candidate, -1 at leaves (and past a short candidate set)
+    actions: list  # per node: its candidate edits ([] at leaves)
+    accepted: torch.Tensor  # (N,) whether the rewrite into the node was accepted (True at roots)
+    depth: torch.Tensor  # (N,)
+    root: torch.Tensor  # (N,) index in `roots` of the node's root
+    root_node: torch.Tensor  # (R,) node index of each root
+
+    @property
+    def N(self) -> int:
+        return len(self.text)
+
+    @property
+    def transitions(self) -> int:
+        "Real transitions the tree holds (one per non-root node)."
+        return int((self.depth > 0).sum())
+
+    def edit_into(self, n: int) -> str:
+        "The edit whose transition produced node n ('' at roots)."
+        p = int(self.parent[n])
+        return '' if p < 0 else self.actions[p][int((self.children[p] == n).nonzero()[0])]
+
+    def history(self, n: int) -> list[str]:
+        "The edits applied from the root to node n."
+        out = []
+        while int(self.parent[n]) >= 0:
+            out.append(self.edit_into(n))
+            n = int(self.parent[n])
+        return out[::-1]
+
+# %% ../nbs/10_training.ipynb #02ec8213
+def _tree_key(env, anchor: int, user: int, seed: int) -> str:
+    return stable_hash(
+        'replay-tree-v1',
+        env.llm.model_id if env.llm is not None else None,
+        asdict(env.cfg),
+        reward_fingerprint(env),
+        env.texts[anchor],
+        int(anchor),
+        int(user),
+        int(seed),
+    )
+
+
+def _tree_complete(rec: dict, key: str, H: int) -> bool:
+    "A stored root's tree is usable only if it is this configuration's and every node above depth H is expanded."
+    try:
+        if rec.get('key') != key or not rec.get('complete'):
+            return False
+        n = len(rec['text'])
+        if any(len(rec[k]) != n for k in ('z', 'parent', 'children', 'actions', 'accepted', 'depth')):
+            return False
+        for i in range(n):
+            inner = rec['depth'][i] < H
+            if inner != bool(rec['children'][i]) or len(rec['children'][i]) != len(rec['actions'][i]):
+                return False
+            if any(not 0 < c < n or rec['parent'][c] != i for c in rec['children'][i]):
+                return False
+        return all(len(v) == n for v in rec['parts'].values())
+    except (KeyError, TypeError, IndexError):
+        return False
+
+
+def _grow(env, roots: list, seed: int) -> list[dict]:
+    "Expand every candidate of every state to the horizon, all roots at once (batched real transitions)."
+    env.reset(seed=seed, options={'anchors': [a for a, _ in roots], 'users': [u for _, u in roots]})
+    recs = [
+        {
+            'text': [s.text],
+            'z': [s.z.float().cpu()],
+            'parts': {k: [v] for k, v in s.utility.items()},
+            'parent': [-1],
+            'children': [[]],
+            'actions': [[]],
+            'accepted': [True],
+            'depth': [0],
+        }
+        for s in env.states
+    ]
+    at = [(r, 0) for r in range(len(roots))]  # (root, node) of each current state
+    for d in range(env.horizon):
+        cands = env.candidate_actions()
+        for (r, j), c in zip(at, cands):
+            recs[r]['actions'][j] = list(c)
+        parents = [i for i, c in enumerate(cands) for _ in c]
+        env.branch(parents)
+        _, _, _, _, infos = env.step([k for c in cands for k in range(len(c))])
+        nxt = []
+        for i, s, inf in zip(parents, env.states, infos):
+            r, j = at[i]
+            rec, n = recs[r], len(recs[r]['text'])
+            rec['children'][j].append(n)
+            rec['text'].append(s.text)
+            rec['z'].append(s.z.float().cpu())
+            rec['parent'].append(j)
+            rec['accepted'].append(bool(inf['accepted']))
+            rec['children'].append([])
+            rec['actions'].append([])
+            rec['depth'].append(d + 1)
+            for k, v in s.utility.items():
+                rec['parts'][k].append(v)
+            nxt.append((r, n))
+        at = nxt
+    return recs
+
+
+def grow_replay_tree(
+    env,  # the real environment (`EagleEnv`): its LLM writes every transition, E_D and the utility score them
+    anchors: list[int],
+    users: list[int],  # one root per (anchor, user)
+    seed: int = 0,  # the environment seed of the episodes the tree replays
+    budget: int = 20_000,  # most real transitions allowed (checked before any generation)
+    cache: bool = True,  # keep each root's finished tree on disk (cache_dir('trees'))
+    log=print,
+) -> ReplayTree:
+    "The full tree of real transitions below each root, from the cache where a root's tree is complete."
+    K = env.cfg.n_generic + env.cfg.n_personal + env.cfg.n_macro
+    check_tree_size(K, env.horizon, len(anchors), budget)
+    roots = [(int(a), int(u)) for a, u in zip(anchors, users)]
+    keys = [_tree_key(env, a, u, seed) for a, u in roots]
+    files = [cache_dir('trees') / f'{k}.pt' for k in keys]
+    recs, bad = [None] * len(roots), 0
+    for i, (f, k) in enumerate(zip(files, keys)):
+        if cache and f.exists():
+            try:
+                rec = load_checkpoint(f)
+            except RuntimeError:
+                rec = None
+            if rec is not None and _tree_complete(rec, k, env.horizon):
+                recs[i] = rec
+            else:
+                bad += 1
+    todo = [i for i, r in enumerate(recs) if r is None]
+    t0 = time.time()
+    if todo:
+        n0 = env.stats['transitions']
+        for i, rec in zip(todo, _grow(env, [roots[i] for i in todo], seed)):
+            recs[i] = dict(rec, key=keys[i], complete=True)
+            if cache:
+                save_checkpoint(files[i], recs[i])
+        stale = f"; {bad} cached trees incomplete or stale, regrown" if bad else ''
+        log(
+            f"replay trees: {len(todo)} of {len(roots)} roots grown ({env.stats['transitions'] - n0} real "
+            f"transitions, {time.time() - t0:.0f}s){stale}"
+        )
+    else:
+        log(f"replay trees: {len(roots)} roots cached")
+    return _merge_trees(roots, recs, env.horizon)
+
+
+def _merge_trees(roots: list, recs: list[dict], H: int) -> ReplayTree:
+    off = np.cumsum([0] + [len(r['text']) for r in recs])
+    K = max(len(c) for r in recs for c in r['children'])
+    ch = torch.full((int(off[-1]), K), -1, dtype=torch.long)
+    for r, o in zip(recs, off):
+        for j, c in enumerate(r['children']):
+            ch[o + j, : len(c)] = torch.tensor(c, dtype=torch.long) + int(o)
+    cat = lambda k: [x for r in recs for x in r[k]]
+    return ReplayTree(
+        roots,
+        H,
+        cat('text'),
+        torch.stack(cat('z')),
+        {k: torch.tensor([x for r in recs for x in r['parts'][k]]) for k in recs[0]['parts']},
+        torch.tensor([p + int(o) if p >= 0 else -1 for r, o in zip(recs, off) for p in r['parent']]),
+        ch,
+        cat('actions'),
+        torch.tensor(cat('accepted')),
+        torch.tensor(cat('depth')),
+        torch.tensor([i for i, r in enumerate(recs) for _ in r['text']]),
+        torch.tensor(off[:-1], dtype=torch.long),
+    )
+
+# %% ../nbs/10_training.ipynb #c84363ce
+class ReplayEnv:
+    "A replay tree played as an environment with `EagleEnv`'s interface: each step reads its transition from the tree."
+
+    kind = 'replay'  # how training logs name it
+
+    def __init__(
+        self,
+        tree: ReplayTree,
+        env,  # the real environment the tree was grown in (its E_D, utility, profiles and settings)
+    ):
+        self.tree, self.real = tree, env
+        self.encoder, self.utility, self.cfg, self.llm, self.texts, self.catalog = (
+            env.encoder,
+            env.utility,
+            env.cfg,
+            env.llm,
+            env.texts,
+            env.catalog,
+        )
+        self._roots = {r: int(n) for r, n in zip(tree.roots, tree.root_node)}
+        self.states, self.nodes = [], []
+        self.stats = {'replayed_transitions': 0}
+        self._profiles = {u: env._profile(u) for u in {u for _, u in tree.roots}}
+        self._hist = {}
+
+    @property
+    def horizon(self) -> int:
+        return self.tree.H
+
+    def _state(self, n: int, seed: int, history: list) -> State:
+        T = self.tree
+        a, u = T.roots[int(T.root[n])]
+        return State(
+            T.text[n],
+            T.z[n],
+            u,
+            a,
+            int(T.depth[n]),
+            self._profiles[u],
+            history,
+            seed,
+            None,
+            {k: float(v[n]) for k, v in T.parts.items()},
+        )
+
+    def reset(self, seed: int = 0, options: dict | None = None) -> tuple[list[dict], list[dict]]:
+        "Start at the roots of the (anchor, user) pairs in `options`, which must be roots of the tree."
+        o = options or {}
+        pairs = list(zip(o.get('anchors', []), o.get('users', [])))
+        if not pairs or len(o.get('anchors', [])) != len(o.get('users', [])):
+            raise ValueError("reset needs options={'anchors': [...], 'users': [...]} of equal, non-zero length")
+        missing = [p for p in pairs if (int(p[0]), int(p[1])) not in self._roots]
+        if missing:
+            raise ValueError(f"(anchor, user) {missing[0]} is not a root of this replay tree")
+        self.nodes = [self._roots[(int(a), int(u))] for a, u in pairs]
+        self.states = [self._state(n, seed, []) for n in self.nodes]
+        return [self._obs(s) for s in self.states], [dict(s.utility) for s in self.states]
+
+    def _obs(self, s: State) -> dict:
+        return EagleEnv._obs(self, s)
+
+    def node_obs(self, n: int) -> dict:
+        "The observation at node n (as a replayed episode sees it there)."
+        if n not in self._hist:
+            self._hist[n] = self.tree.history(n)
+        return self._obs(self._state(n, 0, self._hist[n]))
+
+    def candidate_actions(self, idx: list[int] | None = None) -> list[list[str]]:
+        idx = list(range(len(self.states))) if idx is None else idx
+        for i in idx:
+            self.states[i].actions = list(self.tree.actions[self.nodes[i]])
+        return [self.states[i].actions for i in idx]
+
+    def step(self, actions: list[int]) -> tuple[list[dict], torch.Tensor, torch.Tensor, torch.Tensor, list[dict]]:
+        "Move each episode to the child of its chosen candidate; the reward is as in the real environment."
+        if len(actions) != len(self.states):
+            raise ValueError(f"{len(actions)} actions for {len(self.states)} episodes")
+        T, rewards, infos = self.tree, [], []
+        for i, a in enumerate(actions):
+            n, s = self.nodes[i], self.states[i]
+            if not isinstance(a, (int, np.integer)) or not 0 <= int(a) < len(T.actions[n]):
+                raise ValueError(f"a replayed action is a candidate index in 0..{len(T.actions[n]) - 1}, got {a!r}")
+            c = int(T.children[n, int(a)])
+            prev = s.utility['total']
+            self.nodes[i], self.states[i] = c, self._state(c, s.seed, s.history + [T.actions[n][int(a)]])
+            p, done = self.states[i].utility, int(T.depth[c]) >= T.H
+            rewards.append((p['total'] if done else 0.0) if self.cfg.reward == 'terminal' else p['total'] - prev)
+            infos.append({'edit': T.actions[n][int(a)], 'accepted': bool(T.accepted[c]), 'reason': 'replayed',
+                          **{f'U_{k}': v for k, v in p.items()}})
+        self.stats['replayed_transitions'] += len(actions)
+        done = torch.tensor([int(T.depth[n]) >= T.H for n in self.nodes])
+        return [self._obs(s) for s in self.states], torch.tensor(rewards), done, torch.zeros_like(done), infos
+
+    def simulate(self, edits: list[list[str]], n_samples: int = 1, seed: int | None = None) -> list[torch.Tensor]:
+        "Where each candidate takes each current state: its child in the tree (every sample is the same transition)."
+        out = []
+        for n, es in zip(self.nodes, edits):
+            idx = [self.tree.actions[n].index(e) for e in es]
+            out.append(self.tree.z[self.tree.children[n, idx]][:, None].expand(-1, n_samples, -1))
+        return out
+
+    def branch(self, idx: list[int]) -> list[dict]:
+        "Continue from copies of the current states `idx`."
+        self.nodes = [self.nodes[i] for i in idx]
+        old = self.states
+        self.states = [self._state(n, old[i].seed, list(old[i].history)) for n, i in zip(self.nodes, idx)]
+        return [self._obs(s) for s in self.states]
+
+# %% ../nbs/10_training.ipynb #6ae50b4b
+def tree_values(
+    tree: ReplayTree,
+    leaf: torch.Tensor | None = None,  # (N,) terminal values (default: the utility); a judge's, for instance
+    probs: torch.Tensor | None = None,  # (N, K) a policy's choice probabilities per node (`policy_probs`)
+) -> dict:  # per node: 'optimal', 'random' and (with probs) 'policy' values, (N,) each
+    "Exact values of the replayed environment, backed up from the leaves: the best, uniform and a policy's choices."
+    v = (tree.parts['total'] if leaf is None else leaf).double()
+    V = {'optimal': v.clone(), 'random': v.clone()}
+    if probs is not None:
+        V['policy'] = v.clone()
+    for d in reversed(range(tree.H)):
+        idx = (tree.depth == d).nonzero().squeeze(1)
+        ch = tree.children[idx]
+        m = ch >= 0
+        c = ch.clamp_min(0)
+        V['optimal'][idx] = torch.where(m, V['optimal'][c], -torch.inf).max(1).values
+        V['random'][idx] = torch.where(m, V['random'][c], 0.0).sum(1) / m.sum(1)
+        if probs is not None:
+            V['policy'][idx] = (torch.where(m, V['policy'][c], 0.0) * probs[idx].double()).sum(1)
+    return V
+
+
+@torch.no_grad()
+def policy_probs(
+    env: ReplayEnv,
+    policy,  # (obs, cands) -> PolicyOut; None: uniformly random edits
+    batch: int = 256,  # nodes per forward pass
+) -> torch.Tensor:  # (N, K): the policy's probability of each candidate at each inner node (0 at leaves)
+    "A policy's choice distribution at every inner node of the replay tree."
+    T = env.tree
+    P = torch.zeros(T.children.shape, dtype=torch.float64)
+    inner = (T.depth < T.H).nonzero().squeeze(1).tolist()
+    if hasattr(policy, 'eval'):
+        policy.eval()
+    for s in range(0, len(inner), batch):
+        nodes = inner[s : s + batch]
+        obs = [env.node_obs(n) for n in nodes]
+        cands = [T.actions[n] for n in nodes]
+        if policy is None:
+            p = masked_log_softmax(torch.zeros(len(nodes), T.children.shape[1]), [len(c) for c in cands]).exp()
+        else:
+            p = policy(obs, cands).probs().float().cpu()
+        P[nodes, : p.shape[1]] = p.double()
+    return P
+
+
+def gap_closed(
+    V: dict,  # `tree_values` with a policy
+    nodes: torch.Tensor,  # the roots to pool over
+) -> float:
+    "The share of the random-to-optimal gap a policy closes, pooled over roots: sum(V_pi - V_rand) / sum(V* - V_rand)."
+    gap = float((V['optimal'][nodes] - V['random'][nodes]).sum())
+    return float((V['policy'][nodes] - V['random'][nodes]).sum()) / gap if gap > 0 else float('nan')
+
+
+class OptimalGuide:
+    "Guide that knows the exact optimum of a replay environment: the candidate whose subtree holds the best leaf."
+
+    def __init__(self, env: ReplayEnv, sharpness: float = 1e-3):
+        self.env, self.sharpness = env, sharpness
+        self.V = tree_values(env.tree)['optimal']
+
+    def rebind(self, env: ReplayEnv) -> 'OptimalGuide':
+        "The same guide acting in another replay environment."
+        return OptimalGuide(env, self.sharpness)
+
+    def __call__(self, obs: list[dict], cands: list[list[str]]) -> PolicyOut:
+        if len(obs) != len(self.env.nodes):
+            raise ValueError("the optimal guide acts on all of the replay environment's current states")
+        ch = self.env.tree.children[self.env.nodes]
+        Q = torch.where(ch >= 0, self.V[ch.clamp_min(0)], 0.0).float()
+        return PolicyOut(masked_log_softmax(Q, [len(c) for c in cands], self.sharpness), torch.zeros(len(obs)))
+
+# %% ../nbs/10_training.ipynb #15761ec8
+class GapCurve:
+    "Callback: the exact share of the random-to-optimal gap the learner closes in each replay environment."
+
+    def __init__(self, envs: dict, every: int = 5):  # name -> `ReplayEnv` ('train', 'heldout')
+        self.envs, self.every = envs, every
+
+    def on_iteration(self, T, row: dict):
+        if T.iteration % self.every == 0 or T.iteration == T.end:
+            for name, e in self.envs.items():
+                row[f'gap_{name}'] = gap_closed(tree_values(e.tree, probs=policy_probs(e, T.learner)), e.tree.root_node)
+
+
+@dataclass
+class KnownAnswer:
+    "The known-answer check: exact values per (method, seed, split, root) and the learning curves."
+
+    values: pd.DataFrame  # method, seed, split, anchor, user, V (policy), V_random, V_optimal (+ judge_ columns)
+    curves: pd.DataFrame  # method, seed, iteration, gap_train, gap_heldout, train_U_end, ...
+    trees: dict  # split -> ReplayEnv
+    trainers: dict  # method -> [Trainer] per seed
+
+
+def known_answer(
+    env,  # the real environment: the trees grow in it (cached per root)
+    pools: AnchorPools,  # training anchors (their trees are the training environment) and held-out anchors
+    ref: torch.nn.Module,  # pi_ref (the KL reference, the learners' start)
+    cfg: TrainConfig,  # the learners' settings (dyna_iterations must be 0: every iteration replays real transitions)
+    seeds: int = 5,
+    methods: tuple | None = None,  # (name, algorithm) pairs; default: ('EAGLE agent', cfg.algorithm)
+    key: dict | None = None,  # what else the run folders depend on
+    judge=None,  # a second encoder: the same values with its utility of the leaves
+    judge_splits: tuple = ('heldout',),  # the tree sets whose leaves the judge reads
+    seed: int = 0,  # the learners are seeded seed*1000 + 0, 1, ...
+    device: str | None = None,
+    log=print,
+    fresh: bool = False,  # discard existing checkpoints and start over
+    iterations: int | None = None,  # stop each learner after this many iterations (a later call resumes)
+) -> KnownAnswer:
+    "Grow the trees, train each method on the training trees, and read its exact values on both (10_training)."
+    if cfg.dyna_iterations:
+        raise ValueError("the known-answer check replays real transitions: set dyna_iterations=0")
+    K = env.cfg.n_generic + env.cfg.n_personal + env.cfg.n_macro
+    check_tree_size(K, env.horizon, len(pools.train_anchors) + len(pools.eval_anchors), cfg.replay_budget)
+    grow = lambda a, u: ReplayEnv(grow_replay_tree(env, a, u, budget=cfg.replay_budget, log=log), env)
+    envs = {
+        'train': grow(pools.train_anchors, pools.train_users),
+        'heldout': grow(pools.eval_anchors, pools.eval_users),
+    }
+    leaves = {}
+    for s in judge_splits if judge is not None else ():
+        T = envs[s].tree
+        need = ((T.depth == T.H) | (T.depth == 0)).nonzero().squeeze(1)  # values back up from the leaves alone
+        users = torch.tensor([T.roots[int(T.root[n])][1] for n in need])
+        leaves[s] = torch.full((T.N,), torch.nan, dtype=torch.float64)
+        leaves[s][need] = env.utility(judge.encode([T.text[n] for n in need.tolist()]), users)['total'].double()
+    fp = stable_hash([(s, e.tree.roots, e.tree.text) for s, e in envs.items()])
+    rows, curves, trainers = [], [], {}
+
+    def record(name, s, policy):
+        for split, e in envs.items():
+            P = policy_probs(e, policy)
+            V = tree_values(e.tree, probs=P)
+            J = tree_values(e.tree, leaves[split], P) if split in leaves else None
+            for r, n in enumerate(e.tree.root_node.tolist()):
+                a, u = e.tree.roots[r]
+                row = {'method': name, 'seed': s, 'split': split, 'anchor': a, 'user': u, 'V': float(V['policy'][n]),
+                       'V_random': float(V['random'][n]), 'V_optimal': float(V['optimal'][n]),
+                       'U_start': float(e.tree.parts['total'][n])}
+                if J is not None:
+                    row.update({'judge_V': float(J['policy'][n]), 'judge_V_random': float(J['random'][n]),
+                                'judge_V_optimal': float(J['optimal'][n]), 'judge_start': float(leaves[split][n])})
+                rows.append(row)
+
+    record('pi_ref', -1, ref)
+    for name, algo in methods or (('EAGLE agent', cfg.algorithm),):
+        tc = dataclasses.replace(cfg, algorithm=algo)
+        trainers[name] = []
+        for s in range(seeds):
+            name_s = stable_hash('known-answer-v1', key, fp, reward_fingerprint(env), asdict(tc), seed, s)
+            folder = cache_dir('runs') / name_s
+            if fresh and folder.exists():
+                shutil.rmtree(folder)
+            T = Trainer(
+                tc,
+                envs['train'],
+                pools,
+                learner_from(ref, tc, env.encoder, device),
+                ref,
+                folder,
+                guide=OptimalGuide(envs['train']) if algo != 'ppo' else None,
+                seed=seed * 1000 + s,
+                device=device,
+                log=log,
+                progress=False,
+                callbacks=[GapCurve(envs, cfg.gap_every), MetricsLog(), Checkpoints(cfg.checkpoint_every)],
+            )
+            T.train(iterations=iterations)
+            trainers[name].append(T)
+            curves.append(pd.DataFrame(T.metrics).assign(method=name, seed=s))
+            record(name, s, T.learner)
+        g = known_answer_table(pd.DataFrame(rows)).loc[name]
+        log(
+            f"known answer, {name}: gap closed {g.loc['train', 'gap closed']:.2f} (training trees), "
+            f"{g.loc['heldout', 'gap closed']:.2f} (held-out trees), {seeds} seeds"
+        )
+    return KnownAnswer(pd.DataFrame(rows), pd.concat(curves, ignore_index=True), envs, trainers)
+
+
+def _pooled_gap(v: pd.DataFrame, pre: str = '') -> float:
+    gap = (v[f'{pre}V_optimal'] - v[f'{pre}V_random']).sum()
+    return float((v[f'{pre}V'] - v[f'{pre}V_random']).sum() / gap) if gap > 0 else float('nan')
+
+
+def known_answer_table(values: pd.DataFrame) -> pd.DataFrame:
+    "Per method and tree set: roots, seeds, mean exact values, and the gap closed (pooled over roots and seeds)."
+    rows = []
+    for (m, s), v in values.groupby(['method', 'split'], sort=False):
+        r = {'method': m, 'split': s, 'roots': v.anchor.nunique(), 'seeds': v.seed.nunique()}
+        r.update({'V_random': v.V_random.mean(), 'V': v.V.mean(), 'V_optimal': v.V_optimal.mean()})
+        r['gap closed'] = _pooled_gap(v)
+        if 'judge_V' in v:
+            r['judge gap closed'] = _pooled_gap(v, 'judge_')
+        rows.append(r)
+    return pd.DataFrame(rows).set_index(['method', 'split'])
+
+# %% ../nbs/10_training.ipynb #0dcdf1a2
+# `eagle run`'s training settings (14_cli's `Config`): the agent learns in replay trees; why each differs from
+# `TrainConfig`'s defaults is measured at the end of this notebook
+RUN_TRAIN = dict(
+    iterations=100,
+    dyna_iterations=0,
+    replay=True,
+    reward='gain',
+    train_split='held-out',
+    n_train_anchors=10,
+    n_eval_anchors=20,
+    replay_heldout=4,
+    reference='uniform',
+    state='text',
+    lr=3e-3,
+    epochs=4,
+)
+
+
+def agent_key(
+    stack_cfg,  # the stack's configuration (`StackConfig` of 11_stack, or the run's `Config`)
+    train: TrainConfig,
+) -> dict:
+    "Every setting an agent's training depends on (its run folder is keyed by it)."
+    d = asdict(stack_cfg)
+    return {**{k: d[k] for k in ('data', 'latent', 'encoder', 'reward', 'env')}, 'train': asdict(train),
+            'llm': stack_cfg.llm.model}
+
+# %% ../nbs/10_training.ipynb #a2958fda
+def plant_best_edit(
+    tree: ReplayTree,
+    edit: str = 'Make the hero a talking dolphin.',
+    seed: int = 0,
+    scale: float = 0.1,  # the original utility's weight next to the planted count
+) -> ReplayTree:
+    "A test fixture: `edit` replaces a random candidate of every inner node; each leaf pays how often it was used."
+    rng = np.random.default_rng(seed)
+    actions = [list(a) for a in tree.actions]
+    for a in actions:
+        if a:
+            a[int(rng.integers(len(a)))] = edit
+    t = dataclasses.replace(tree, actions=actions)
+    total = t.parts['total'].clone()
+    for n in (t.depth == t.H).nonzero().squeeze(1).tolist():
+        total[n] = sum(e == edit for e in t.history(n)) + scale * total[n]
+    return dataclasses.replace(t, parts=dict(t.parts, total=total))

@@ -6,8 +6,8 @@ import pytest
 from eagle_nb.cli import main, load_config, bench_table
 from eagle_nb.utils import ConfigError
 
-# a run small enough for a test: the tiny random LLM (a test fixture), H = 2, 2 seeds of 3 iterations (2 in the surrogate), tiny anchor pools
-TINY = [x for kv in ['run.device=cpu', 'run.n_anchors=6', 'llm.model=tiny', 'env.horizon=2', 'train.iterations=3', 'train.dyna_iterations=2',
+# a run small enough for a test: the tiny random LLM (a test fixture), H = 2, 2 seeds of 3 iterations in replay trees, tiny anchor pools
+TINY = [x for kv in ['run.device=cpu', 'run.n_anchors=6', 'llm.model=tiny', 'env.horizon=2', 'train.iterations=3', 'train.replay_heldout=2',
                      'train.episodes=4', 'train.minibatch=4', 'train.n_train_anchors=4', 'train.n_eval_anchors=3', 'train.ref_epochs=2',
                      'train.checkpoint_every=1', 'run.seeds=2'] for x in ('--set', kv)]
 
@@ -41,6 +41,11 @@ def one_line_error(r, message):
     ('reward: {lam: .nan}\n', 'config.reward.lam: expected a finite number, got nan'),
     ('latent: {side_lam: .inf}\n', 'config.latent.side_lam: expected a finite number'),
     ('encoder:\n  kind: ridge\n', "encoder.kind must be 'neighbours' or 'regression'"),
+    ('env:\n  horizon: 5\n  n_generic: 3\n',       # K = 5, H = 5: 3905 transitions below each of 10 + 4 roots
+     'replay trees too large: 14 roots x (K + ... + K^H with K=5, H=5) = 54670 transitions > the budget of 20000'),
+    ('train:\n  dyna_iterations: 5\n', 'replay trains on replayed real transitions only: set dyna_iterations=0'),
+    ('train:\n  train_split: test\n', "train_split must be 'encoder-train' or 'held-out'"),
+    ('train:\n  replay_heldout: 30\n', 'replay_heldout must be in 1..n_eval_anchors (20)'),
 ])
 def test_bad_config_file(tmp_path, capsys, text, message):
     f = tmp_path / 'c.yaml'; f.write_text(text)
@@ -187,7 +192,8 @@ def test_eagle_run_end_to_end_writes_results_and_reuses_caches(tmp_path):
     r1 = run_cli('run', '--out', str(out), *TINY)
     assert r1.returncode == 0, r1.stderr[-3000:]
     for f in ['results.md', 'metrics.csv', 'eval.csv', 'anchors.csv', 'rollouts.md', 'config.yaml', 'train_metrics.csv',
-              'figures/training.png', 'figures/utility_before_after.png', 'figures/proxy_vs_judge.png', 'figures/trajectories.png']:
+              'figures/training.png', 'figures/utility_before_after.png', 'figures/proxy_vs_judge.png', 'figures/trajectories.png',
+              'known_answer.csv', 'figures/known_answer.png']:
         assert (out / f).exists(), f
     m = pd.read_csv(out / 'metrics.csv').iloc[0]
     assert m.train_environment.startswith('proposals=llm, transitions=llm')
@@ -212,12 +218,18 @@ def test_eagle_run_end_to_end_writes_results_and_reuses_caches(tmp_path):
         g = ev0[ev0.method == name]
         assert abs(m[f'gain_pct_{k}'] - 100 * ((g['U end'] - g['U start']) / g['U start'].abs()).mean()) < 2e-3
     ev = pd.read_csv(out / 'eval.csv')
-    assert set(ev.method) == {'random edits', 'pi_ref (G-optimal)', 'EAGLE agent'}
+    assert set(ev.method) == {'random edits', 'pi_ref (uniform)', 'EAGLE agent'}
     assert len(ev[ev.method == 'EAGLE agent']) == 2 * len(ev[ev.method == 'random edits'])          # 2 seeds on the same episodes
     assert ev.groupby(['anchor', 'user'])['U start'].nunique().eq(1).all()                          # every method starts from the same state
     tm = pd.read_csv(out / 'train_metrics.csv')
-    assert list(tm.groupby('seed').environment.apply(list)) == [['surrogate', 'surrogate', 'real']] * 2
+    assert list(tm.groupby('seed').environment.apply(list)) == [['replay'] * 3] * 2                    # every iteration replays real transitions
+    assert m.distinct_real_transitions == 4 * (4 + 16) and m.heldout_tree_transitions == 2 * (4 + 16)   # full trees, K = 4, H = 2
+    assert m.real_transitions == 2 * 3 * 4 * 2                                                    # seeds x iterations x episodes x H
+    assert {'gap_closed_train', 'gap_closed_heldout', 'gap_closed_train_reference'} <= set(m.index)
+    ka = pd.read_csv(out / 'known_answer.csv')
+    assert (ka.V_optimal >= ka.V - 1e-9).all() and (ka.V_optimal >= ka.V_random - 1e-9).all()      # nothing beats the optimum
     md = (out / 'results.md').read_text()
+    assert '## The known answer' in md
     assert 'tie' in md or 'higher' in md or 'lower' in md
     assert '## What the environment did' in md and '![training](figures/training.png)' in md
     gate = "E_D **passes** the paper's check" if m.encoder_passes_check else "E_D **fails** the paper's check"
@@ -226,7 +238,7 @@ def test_eagle_run_end_to_end_writes_results_and_reuses_caches(tmp_path):
     r2 = run_cli('run', '--out', str(tmp_path / 'again'), *TINY)
     assert r2.returncode == 0, r2.stderr[-3000:]
     for s in ['latent space: cached', 'encoder (all-MiniLM-L6-v2): cached', 'encoder (all-mpnet-base-v2): cached',
-              'reference policy (G-optimal): cached', 'resumed from']:
+              'reference policy (uniform): cached', 'resumed from', 'replay trees: 4 roots cached']:
         assert s in r2.stderr, s
     pd.testing.assert_frame_equal(ev, pd.read_csv(tmp_path / 'again' / 'eval.csv'))             # deterministic, from the caches
 
