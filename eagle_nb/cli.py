@@ -681,8 +681,8 @@ def report(
 # %% ../nbs/14_cli.ipynb #3566151f
 def run(cfg: Config, log=None, fresh: bool = False) -> dict:
     "Run the pipeline on `cfg` and write the results folder; returns the metrics."
-    preflight(cfg)
     replay_preflight(cfg)
+    preflight(cfg)
     out = Path(cfg.run.out)
     (out / 'figures').mkdir(parents=True, exist_ok=True)
     seed_everything(cfg.run.seed)
@@ -796,8 +796,8 @@ def main(argv: list[str] | None = None) -> int:
         if a.cmd == 'config':
             print(config_to_yaml(cfg))
             return 0
-        preflight(cfg)
         replay_preflight(cfg)
+        preflight(cfg)
         if a.cmd == 'bench':
             res = bench(cfg, a.anchors, log=say)
             print(json.dumps(res) if a.json else bench_table(res))
