@@ -19,7 +19,7 @@ from .environment import bench_environment, transition_report
 from .encoder import viewer_per_movie
 from .reward import reward_probes, probe_verdict, PROBES, MUST
 from .training import TrainConfig, Trainer, anchor_pools, AnchorPools, KnownAnswer
-from .training import known_answer, known_answer_table, check_tree_size, RUN_TRAIN, agent_key
+from .training import known_answer, known_answer_table, check_tree_size, RUN_TRAIN, agent_key, bind_policy
 from .stack import StackConfig, Stack, build_stack, make_env, evaluate_anchors, preflight
 from eagle_nb.stack import (
     DataConfig,
@@ -97,15 +97,19 @@ def stage_agents(
         "The run's agents, one per seed: trained in replay trees of real transitions, with the known-answer check "
         "(`train.replay`), or in the surrogate and then the real environment (13_experiments' `stage_train`)."
     )
+    ka = None
     if not cfg.train.replay:
         trainers = stage_train(st, env, pools, models, cfg.train, cfg.run.seeds, run_key(cfg), cfg.run.seed,
                                cfg.run.device, log, judge=st.judge, fresh=fresh, iterations=iterations)
-        return trainers, None
-    n = cfg.train.replay_heldout
-    kp = AnchorPools(pools.train_anchors, pools.train_users, pools.eval_anchors[:n], pools.eval_users[:n])
-    ka = known_answer(env, kp, models.ref, cfg.train, cfg.run.seeds, key=run_key(cfg), judge=st.judge,
-                      seed=cfg.run.seed, device=cfg.run.device, log=log, fresh=fresh, iterations=iterations)
-    return ka.trainers['EAGLE agent'], ka
+    else:
+        n = cfg.train.replay_heldout
+        kp = AnchorPools(pools.train_anchors, pools.train_users, pools.eval_anchors[:n], pools.eval_users[:n])
+        ka = known_answer(env, kp, models.ref, cfg.train, cfg.run.seeds, key=run_key(cfg), judge=st.judge,
+                          seed=cfg.run.seed, device=cfg.run.device, log=log, fresh=fresh, iterations=iterations)
+        trainers = ka.trainers['EAGLE agent']
+    for p in [models.ref] + [T.learner for T in trainers]:
+        bind_policy(p, env)  # from here the agents act in the real environment (a look-ahead policy steps its edits)
+    return trainers, ka
 
 # %% ../nbs/14_cli.ipynb #f6af3e44
 def gain_percent(
@@ -489,6 +493,23 @@ def _plot_known(ka: KnownAnswer, path: Path):
     plt.close(fig)
 
 
+def _md_judge_known(m: dict) -> str:
+    "Does the judge see what the agent learned? Its own exact values of the held-out trees' leaves."
+    j = m.get('judge_gap_closed_heldout', float('nan'))
+    if j != j:
+        return ''  # no judge read the trees
+    verdict = (
+        "the judge confirms that the learned edits pay there"
+        if j >= 0.25
+        else "**the judge does not confirm it**: what the agent learned to find is a gain in E_D's reading of the "
+        "text that another encoder of the same latent space does not share (see the judge's headline below)"
+    )
+    return (
+        f"By the judge's utility of the same held-out leaves, with the judge's own optimum, the agent closes "
+        f"{j:.2f} of the judge's gap: {verdict}."
+    )
+
+
 def _md_known(cfg: Config, ka: KnownAnswer | None, metrics: dict) -> list[str]:
     "results.md's known-answer section: can the learner find a better edit where one exists?"
     if ka is None:
@@ -526,6 +547,8 @@ def _md_known(cfg: Config, ka: KnownAnswer | None, metrics: dict) -> list[str]:
         f"({m['distinct_real_transitions']} distinct)",
         "",
         f"{found}; {carried}",
+        "",
+        _md_judge_known(m),
         "",
         _md(t.round(4)),
         "",

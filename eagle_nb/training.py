@@ -30,10 +30,11 @@ from eagle_nb.policy import (
 # %% auto #0
 __all__ = ['ALGORITHMS', 'RUN_TRAIN', 'TrainConfig', 'frozen_copy', 'MyopicOracle', 'phase_algorithm', 'Batch', 'bind_guide',
            'collect', 'batch_losses', 'save_checkpoint', 'load_checkpoint', 'make_policy', 'AnchorPools',
-           'anchor_pools', 'reward_fingerprint', 'pretrain_reference', 'learner_from', 'make_guide', 'MetricsLog',
-           'TensorBoardLog', 'Checkpoints', 'Trainer', 'tree_transitions', 'check_tree_size', 'ReplayTree',
-           'grow_replay_tree', 'ReplayEnv', 'tree_values', 'policy_probs', 'gap_closed', 'OptimalGuide', 'GapCurve',
-           'KnownAnswer', 'known_answer', 'known_answer_table', 'agent_key', 'plant_best_edit']
+           'anchor_pools', 'reward_fingerprint', 'pretrain_reference', 'learner_from', 'make_guide', 'LookaheadPolicy',
+           'bind_policy', 'MetricsLog', 'TensorBoardLog', 'Checkpoints', 'Trainer', 'tree_transitions',
+           'check_tree_size', 'ReplayTree', 'grow_replay_tree', 'ReplayEnv', 'tree_values', 'policy_probs',
+           'gap_closed', 'OptimalGuide', 'GapCurve', 'KnownAnswer', 'known_answer', 'known_answer_table', 'agent_key',
+           'plant_best_edit']
 
 # %% ../nbs/10_training.ipynb #16847e69
 ALGORITHMS = ('ppo', 'ppo++', 'aggrevated', 'lols', 'd2lols')
@@ -45,8 +46,10 @@ class TrainConfig:
 
     algorithm: str = 'ppo'  # 'ppo' (unguided), 'ppo++', 'aggrevated', 'lols' or 'd2lols'
     policy: str = 'embedding'  # 'embedding' (light, CPU) or 'lm' (the paper's form: a causal LM scores each edit)
-    # what the embedding policy reads of a state: 'latent' (E_D(x): also in the surrogate) or 'text'
+    # what the embedding policy reads of a state: 'latent' (E_D(x): also in the surrogate), 'text', or 'lookahead'
+    # (the text, and each candidate's outcome: the utility change of the state it leads to; `LookaheadPolicy`)
     state: str = 'latent'
+    lookahead_scale: float = 0.05  # the utility change that is one unit of the look-ahead policy's feature
     lm_model: str = 'smollm2'  # the policy LM for policy='lm' ('smollm2', 'tiny' or a folder)
     lm_train_layers: int = 2  # top transformer blocks of the LM policy that are trained
     reference: str = 'G-optimal'  # pi_ref's pre-training target: 'uniform', 'optimistic' or 'G-optimal'
@@ -99,8 +102,8 @@ class TrainConfig:
             raise ValueError(f"algorithm must be one of {ALGORITHMS}, got {self.algorithm!r}")
         if self.policy not in ('embedding', 'lm'):
             raise ValueError("policy must be 'embedding' or 'lm'")
-        if self.state not in ('latent', 'text'):
-            raise ValueError("state must be 'latent' or 'text'")
+        if self.state not in ('latent', 'text', 'lookahead'):
+            raise ValueError("state must be 'latent', 'text' or 'lookahead'")
         if self.reference not in ('uniform', 'optimistic', 'G-optimal'):
             raise ValueError("reference must be 'uniform', 'optimistic' or 'G-optimal'")
         if self.reward not in ('terminal', 'gain'):
@@ -228,6 +231,7 @@ def collect(
         h = torch.as_tensor(np.where(guided, rng.integers(1, H, size=B), 0), dtype=torch.long)
     guide_acts, pg_mask, v_mask = guided_masks(algorithm, H, h)
     guide = bind_guide(guide, env)  # Dyna: the oracle of the real environment acts on the surrogate's states there
+    policy, guide = bind_policy(policy, env), bind_policy(guide, env)  # look-ahead policies read this env's outcomes
     ep = rollout(env, policy, anchors, users, seed=seed, guide=guide, guide_steps=guide_acts)
     flat = lambda rows: [x for row in rows for x in row]
     return (
@@ -349,6 +353,8 @@ def make_policy(
         policy = EmbeddingPolicy(
             encoder.sentence_embed, dim, hidden=cfg.hidden, temperature=cfg.temperature, latent_dim=zdim
         )
+    if cfg.state == 'lookahead':
+        policy = LookaheadPolicy(policy, cfg.lookahead_scale)
     return policy.to(default_device(device))
 
 
@@ -447,7 +453,7 @@ def pretrain_reference(
         )
     targets = reference_targets(data, k=cfg.design_k)[cfg.reference]
     h = fit_reference(
-        ref,
+        getattr(ref, 'base', ref),  # a look-ahead policy's pi_ref is its base policy: the look-ahead weight stays 0
         data,
         targets,
         epochs=cfg.ref_epochs,
@@ -473,6 +479,101 @@ def learner_from(ref: torch.nn.Module, cfg: TrainConfig, encoder, device=None) -
 def make_guide(cfg: TrainConfig, env, ref: torch.nn.Module):
     "The guide of guided algorithms: a frozen copy of pi_ref, or the myopic oracle on `env`."
     return MyopicOracle(env) if cfg.guide == 'oracle' else frozen_copy(ref)
+
+# %% ../nbs/10_training.ipynb #ff05a787
+class _Outcomes:
+    "Where a look-ahead policy reads outcomes from: shared by its copies (a deep copy reads the same environment)."
+
+    def __init__(self):
+        self.env, self.noise, self.memo = None, None, {}
+
+    def __deepcopy__(self, memo):
+        return self
+
+
+class LookaheadPolicy(torch.nn.Module):
+    (
+        "A policy that also reads what each candidate does: the embedding policy's scores plus a learned weight on "
+        "the utility change of the state the candidate leads to. `bind` it to the environment it acts in."
+    )
+
+    def __init__(
+        self,
+        base: torch.nn.Module,  # the embedding policy whose scores are kept
+        scale: float = 0.05,  # the utility change that counts as one unit of the feature
+    ):
+        super().__init__()
+        self.base = base
+        self.w = torch.nn.Linear(1, 1, bias=False)
+        torch.nn.init.zeros_(self.w.weight)  # starts as the base policy: pi_ref is unchanged by the look-ahead
+        self.scale = float(scale)  # a setting (`TrainConfig.lookahead_scale`), not a weight
+        self.outcomes = _Outcomes()
+
+    @property
+    def device(self):
+        return self.base.device
+
+    def bind(self, env) -> 'LookaheadPolicy':
+        "Read outcomes in `env` from now on: a replay environment's tree at once, a real one's by stepping each candidate."
+        o = self.outcomes
+        if o.env is not env:
+            o.env, o.noise, o.memo = env, None, {}
+            T = getattr(env, 'tree', None)
+            for n in (T.depth < T.H).nonzero().squeeze(1).tolist() if T is not None else []:
+                user = T.roots[int(T.root[n])][1]
+                for e, c in zip(T.actions[n], T.children[n].tolist()):
+                    d = float(T.parts['total'][c] - T.parts['total'][n])
+                    o.memo.setdefault((int(T.depth[n]), T.text[n], user, e), d)
+        return self
+
+    def _fill(self, obs: list[dict], cands: list[list[str]]):
+        "Step every candidate of the states behind `obs` that are not read yet (the real environment caches them)."
+        o = self.outcomes
+        if o.env is None:
+            raise RuntimeError("a look-ahead policy must be bound to its environment first: policy.bind(env)")
+        states = o.env.states
+        if states and getattr(o.env, 'tree', None) is None and states[0].seed != o.noise:
+            o.noise, o.memo = states[0].seed, {}  # new transition noise: new outcomes
+        need = {(x['t'], x['text'], x['user']) for x, c in zip(obs, cands) if (x['t'], x['text'], x['user'], c[0]) not in o.memo}
+        idx = [i for i, s in enumerate(states) if (s.t, s.text, s.user) in need]
+        if len({(states[i].t, states[i].text, states[i].user) for i in idx}) < len(need):
+            raise RuntimeError("a look-ahead policy reads the bound environment's current states only")
+        if idx:
+            edits = o.env.candidate_actions(idx)
+            saved = o.env.states
+            o.env.states = [states[i] for i in idx]  # simulate the states that need it, not the whole batch
+            try:
+                Z = o.env.simulate(edits)
+            finally:
+                o.env.states = saved
+            for i, es, z in zip(idx, edits, Z):
+                s = states[i]
+                u = o.env.utility(z[:, 0], torch.full((len(es),), s.user))['total']
+                for e, v in zip(es, u.tolist()):
+                    o.memo[(s.t, s.text, s.user, e)] = v - s.utility['total']
+
+    def features(self, obs: list[dict], cands: list[list[str]]) -> torch.Tensor:
+        "(B, K_max, 1): each candidate's utility change, in units of `scale` (0 on padding)."
+        missing = any((x['t'], x['text'], x['user'], e) not in self.outcomes.memo for x, c in zip(obs, cands) for e in c)
+        if missing:
+            self._fill(obs, cands)
+        K = max(map(len, cands))
+        F = torch.zeros(len(obs), K, 1)
+        for i, (x, c) in enumerate(zip(obs, cands)):
+            F[i, : len(c), 0] = torch.tensor([self.outcomes.memo[(x['t'], x['text'], x['user'], e)] for e in c])
+        return F.to(self.device) / self.scale
+
+    def forward(self, obs: list[dict], cands: list[list[str]]) -> PolicyOut:
+        out = self.base(obs, cands)
+        if not self.w.weight.requires_grad and not self.w.weight.any():
+            return out  # frozen and blind to outcomes (pi_ref): nothing to read, the same distribution
+        s = out.logp.masked_fill(~out.mask, 0) + self.w(self.features(obs, cands)).squeeze(-1)
+        return PolicyOut(masked_log_softmax(s, [len(c) for c in cands]), out.value)
+
+
+def bind_policy(policy, env):
+    "Bind a policy that reads outcomes (`LookaheadPolicy`) to `env`; any other policy is returned as it is."
+    return policy.bind(env) if isinstance(policy, LookaheadPolicy) else policy
 
 # %% ../nbs/10_training.ipynb #75e0b5b1
 class MetricsLog:
@@ -635,6 +736,7 @@ def step(self: Trainer) -> dict:
     pick = rng.choice(len(P.train_anchors), min(cfg.episodes, len(P.train_anchors)), replace=False)
     algo = phase_algorithm(cfg.algorithm, it, cfg.tau, rng)
     env = self.surrogate if it < cfg.dyna_iterations else self.env
+    bind_policy(self.ref, env)  # the KL reference reads the batch's outcomes too
     batch, ep = collect(
         env,
         self.learner,
@@ -693,6 +795,7 @@ def evaluate(
     "Episodes of a policy alone on the held-out anchors, in the real environment (environment seeds 10000, 10001, ...)."
     te_a, te_u = anchors or (self.pools.eval_anchors, self.pools.eval_users)
     pol = self.learner if policy is None else (None if isinstance(policy, str) and policy == 'random' else policy)
+    pol = bind_policy(pol, self.env)
     return pd.concat(
         [
             rollout(self.env, pol, te_a, te_u, seed=10_000 + s).frame(texts=True)
@@ -1079,6 +1182,7 @@ def policy_probs(
     inner = (T.depth < T.H).nonzero().squeeze(1).tolist()
     if hasattr(policy, 'eval'):
         policy.eval()
+    policy = bind_policy(policy, env)
     for s in range(0, len(inner), batch):
         nodes = inner[s : s + batch]
         obs = [env.node_obs(n) for n in nodes]
@@ -1257,7 +1361,8 @@ RUN_TRAIN = dict(
     n_eval_anchors=20,
     replay_heldout=4,
     reference='uniform',
-    state='text',
+    state='lookahead',
+    lookahead_scale=0.001,
     lr=3e-3,
     epochs=4,
 )

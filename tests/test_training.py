@@ -11,7 +11,8 @@ from eagle_nb.data import load_catalog
 from eagle_nb.environment import EagleEnv, EnvConfig
 from eagle_nb.policy import PolicyOut, masked_log_softmax, reference_targets
 from eagle_nb.training import (TrainConfig, Batch, MyopicOracle, AnchorPools, pretrain_reference, batch_losses, collect, frozen_copy, phase_algorithm, save_checkpoint,
-                               load_checkpoint, Trainer, ReplayEnv, GapCurve, grow_replay_tree, plant_best_edit)
+                               load_checkpoint, Trainer, ReplayEnv, GapCurve, grow_replay_tree, plant_best_edit,
+                               LookaheadPolicy, policy_probs, tree_values)
 from eagle_nb.policy import EmbeddingPolicy
 from eagle_nb.utils import stable_hash
 from test_cli import run_cli, TINY
@@ -219,6 +220,44 @@ def test_myopic_oracle_picks_the_candidate_with_the_best_next_step():
         assert U[i, chosen[i]] >= U[i].max() - 1e-6, (i, U[i], chosen[i])
 
 
+def test_a_lookahead_policy_reads_the_outcome_each_edit_will_have(tmp_path, monkeypatch):
+    """Its feature is the utility change that stepping the candidate really gives (checked by stepping every one); an
+    unbound policy is refused; with a large weight it acts greedily on that change, in the real and the replayed env."""
+    monkeypatch.setenv('EAGLE_CACHE', str(tmp_path))
+    cat = load_catalog('ml-100k', metadata=False)
+    length_utility = lambda z, users: {'total': z[:, 0], 'rating': z[:, 0], 'novelty': torch.zeros(len(z))}
+    env = EagleEnv(None, LenEncoder(), length_utility, cat, ['A quiet drama.'] * cat.n_items, lambda u: '',
+                   EnvConfig(horizon=2, n_generic=3, n_personal=1, proposals='templates', transitions='append'))
+    torch.manual_seed(0)
+    pol = LookaheadPolicy(EmbeddingPolicy(HashEmbed(), 32, hidden=8), scale=0.01)
+    opts = {'anchors': [0, 1, 2], 'users': [0, 1, 2]}
+    obs, _ = env.reset(seed=0, options=opts)
+    cands = env.candidate_actions()
+    with pytest.raises(RuntimeError, match='bound to its environment'):
+        pol(obs, cands)
+    F = pol.bind(env).features(obs, cands)[..., 0] * 0.01
+    K = len(cands[0])
+    dU = torch.zeros(3, K)
+    for j in range(K):                                                                  # step every candidate for real
+        _, info0 = env.reset(seed=0, options=opts)
+        env.step([j] * 3)
+        dU[:, j] = torch.tensor([s.utility['total'] - i0['total'] for s, i0 in zip(env.states, info0)])
+    assert (dU.max(1).values > dU.min(1).values).all()                                  # the candidates differ
+    assert torch.allclose(F, dU, atol=1e-5), (F, dU)
+    obs, _ = env.reset(seed=0, options=opts)
+    pol.w.weight.data.fill_(100.0)                                                      # greedy on the outcome
+    assert torch.equal(pol(obs, env.candidate_actions()).logp.argmax(1), dU.argmax(1))
+    tree = grow_replay_tree(env, [0, 1], [0, 1], log=lambda m: None)
+    renv = ReplayEnv(tree, env)
+    P = policy_probs(renv, pol)                                                         # binds to the tree
+    inner = (tree.depth < tree.H).nonzero().squeeze(1)
+    child_U = tree.parts['total'][tree.children[inner]]
+    assert torch.equal(P[inner].argmax(1), child_U.argmax(1))
+    frozen = frozen_copy(LookaheadPolicy(EmbeddingPolicy(HashEmbed(), 32, hidden=8)))  # pi_ref: weight 0, reads nothing
+    obs, _ = env.reset(seed=0, options=opts)
+    assert frozen(obs, env.candidate_actions()).logp.shape == (3, K)
+
+
 def test_a_guided_algorithm_changes_learning_against_ppo():
     """PPO++ with the myopic oracle as guide (beta = 1): the guide takes the roll-in steps, those steps carry no policy
     gradient, the episodes differ from PPO's with the same seed, and so does the update."""
@@ -304,7 +343,7 @@ class HashEmbed:
         return out
 
 
-def _planted_run(tmp_path, lr):
+def _planted_run(tmp_path, lr, lookahead=False):
     """Trees grown by the tiny model through the real environment (H = 2, K = 4), a planted best edit in each, and a
     light policy trained from scratch on the training trees; returns the exact gap closed on both tree sets."""
     from test_llm_env import make_env as tiny_env, TinyEncoder
@@ -320,10 +359,13 @@ def _planted_run(tmp_path, lr):
     assert envs['train'].tree.transitions == 3 * (4 + 16)
     torch.manual_seed(0)
     pol = EmbeddingPolicy(HashEmbed(), 32, hidden=32)
+    pol = LookaheadPolicy(pol, scale=0.1) if lookahead else pol
     cfg = TrainConfig(iterations=60, dyna_iterations=0, episodes=3, minibatch=3, lr=lr, checkpoint_every=60)
-    T = Trainer(cfg, envs['train'], AnchorPools(*train, *held), pol, frozen_copy(pol), tmp_path / f'run{lr}', seed=0,
+    T = Trainer(cfg, envs['train'], AnchorPools(*train, *held), pol, frozen_copy(pol), tmp_path / f'run{lr}{lookahead}', seed=0,
                 device='cpu', progress=False, callbacks=[GapCurve(envs, every=60)])
     m = T.train()
+    if lookahead:
+        assert float(T.learner.w.weight) > 0                                          # it learned to read the outcome
     return float(m.gap_train.iloc[-1]), float(m.gap_heldout.iloc[-1])
 
 
@@ -335,6 +377,8 @@ def test_the_learner_finds_a_planted_best_edit(tmp_path, monkeypatch):
     assert train > 0.7 and held > 0.5, (train, held)
     train0, held0 = _planted_run(tmp_path, 1e-12)
     assert abs(train0) < 0.3 and abs(held0) < 0.3, (train0, held0)
+    train_la, held_la = _planted_run(tmp_path, 3e-3, lookahead=True)                   # `eagle run`'s policy class
+    assert train_la > 0.7 and held_la > 0.5, (train_la, held_la)
 
 
 def test_replay_trees_refuse_a_size_beyond_the_budget_and_regrow_incomplete_caches(tmp_path, monkeypatch):
