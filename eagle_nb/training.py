@@ -514,7 +514,7 @@ class LookaheadPolicy(torch.nn.Module):
         return self.base.device
 
     def bind(self, env) -> 'LookaheadPolicy':
-        "Read outcomes in `env` from now on: a replay environment's tree at once, a real one's by stepping each candidate."
+        "Read outcomes in `env` from now on: a replay tree's at once, a real environment's by stepping each candidate."
         o = self.outcomes
         if o.env is not env:
             o.env, o.noise, o.memo = env, None, {}
@@ -528,33 +528,38 @@ class LookaheadPolicy(torch.nn.Module):
 
     def _fill(self, obs: list[dict], cands: list[list[str]]):
         "Step every candidate of the states behind `obs` that are not read yet (the real environment caches them)."
-        o = self.outcomes
+        o, key = self.outcomes, lambda x: (x['t'], x['text'], x['user'])
         if o.env is None:
             raise RuntimeError("a look-ahead policy must be bound to its environment first: policy.bind(env)")
-        states = o.env.states
-        if states and getattr(o.env, 'tree', None) is None and states[0].seed != o.noise:
+        env, states = o.env, o.env.states
+        if states and getattr(env, 'tree', None) is None and states[0].seed != o.noise:
             o.noise, o.memo = states[0].seed, {}  # new transition noise: new outcomes
-        need = {(x['t'], x['text'], x['user']) for x, c in zip(obs, cands) if (x['t'], x['text'], x['user'], c[0]) not in o.memo}
-        idx = [i for i, s in enumerate(states) if (s.t, s.text, s.user) in need]
-        if len({(states[i].t, states[i].text, states[i].user) for i in idx}) < len(need):
+        need = {key(x) for x, c in zip(obs, cands) if (*key(x), c[0]) not in o.memo}
+        first = {}
+        for i, s in enumerate(states):  # one state per (step, text, viewer): equal states have equal outcomes
+            first.setdefault((s.t, s.text, s.user), i)
+        if not need <= set(first):
             raise RuntimeError("a look-ahead policy reads the bound environment's current states only")
-        if idx:
-            edits = o.env.candidate_actions(idx)
-            saved = o.env.states
-            o.env.states = [states[i] for i in idx]  # simulate the states that need it, not the whole batch
-            try:
-                Z = o.env.simulate(edits)
-            finally:
-                o.env.states = saved
-            for i, es, z in zip(idx, edits, Z):
-                s = states[i]
-                u = o.env.utility(z[:, 0], torch.full((len(es),), s.user))['total']
-                for e, v in zip(es, u.tolist()):
-                    o.memo[(s.t, s.text, s.user, e)] = v - s.utility['total']
+        idx = [first[k] for k in need]
+        pairs = [(i, e) for i, es in zip(idx, env.candidate_actions(idx)) for e in es]
+        if not pairs:
+            return
+        # what `simulate` does (the state's own transition noise, as `step` uses), for these states only
+        at = [states[i] for i, _ in pairs]
+        texts, ok, _ = env.apply([s.text for s in at], [e for _, e in pairs], [s.seed for s in at])
+        Z = torch.stack([s.z for s in at]).clone()
+        moved = [j for j, a in enumerate(ok) if a]
+        if moved:
+            dz = env.next_latent([pairs[j][0] for j in moved], [texts[j] for j in moved], [pairs[j][1] for j in moved])
+            Z[moved] = dz.to(Z.dtype)
+        U = env.utility(Z, torch.tensor([s.user for s in at]))['total'].tolist()
+        for s, (_, e), u in zip(at, pairs, U):
+            o.memo[(s.t, s.text, s.user, e)] = u - s.utility['total']
 
     def features(self, obs: list[dict], cands: list[list[str]]) -> torch.Tensor:
         "(B, K_max, 1): each candidate's utility change, in units of `scale` (0 on padding)."
-        missing = any((x['t'], x['text'], x['user'], e) not in self.outcomes.memo for x, c in zip(obs, cands) for e in c)
+        memo = self.outcomes.memo
+        missing = any((x['t'], x['text'], x['user'], e) not in memo for x, c in zip(obs, cands) for e in c)
         if missing:
             self._fill(obs, cands)
         K = max(map(len, cands))

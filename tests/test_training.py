@@ -244,7 +244,11 @@ def test_a_lookahead_policy_reads_the_outcome_each_edit_will_have(tmp_path, monk
         dU[:, j] = torch.tensor([s.utility['total'] - i0['total'] for s, i0 in zip(env.states, info0)])
     assert (dU.max(1).values > dU.min(1).values).all()                                  # the candidates differ
     assert torch.allclose(F, dU, atol=1e-5), (F, dU)
+    sub = LookaheadPolicy(EmbeddingPolicy(HashEmbed(), 32, hidden=8), scale=0.01).bind(env)
     obs, _ = env.reset(seed=0, options=opts)
+    before = env.stats['transitions']
+    Fs = sub.features(obs[1:], env.candidate_actions()[1:])[..., 0] * 0.01            # some episodes only (a policy mix)
+    assert torch.allclose(Fs, dU[1:], atol=1e-5) and env.stats['transitions'] - before == 2 * K
     pol.w.weight.data.fill_(100.0)                                                      # greedy on the outcome
     assert torch.equal(pol(obs, env.candidate_actions()).logp.argmax(1), dU.argmax(1))
     tree = grow_replay_tree(env, [0, 1], [0, 1], log=lambda m: None)
