@@ -11,11 +11,11 @@ import numpy as np
 import pandas as pd
 import yaml
 from tqdm import tqdm
-from .utils import ConfigError, seed_everything, default_device
+from .utils import ConfigError, seed_everything, default_device, cluster_bootstrap
 from .utils import load_config as _load_config
 from .data import display_title, title_of
 from .llm import model_path
-from .environment import bench_environment, transition_report
+from .environment import bench_environment, transition_report, story_of
 from .encoder import viewer_per_movie
 from .reward import reward_probes, probe_verdict, PROBES, MUST
 from .training import TrainConfig, Trainer, anchor_pools, AnchorPools, KnownAnswer
@@ -44,9 +44,9 @@ from eagle_nb.experiments import (
 )
 
 # %% auto #0
-__all__ = ['Config', 'load_config', 'config_to_yaml', 'run_key', 'replay_preflight', 'stage_agents', 'gain_percent',
-           'encoder_gate', 'check_reward', 'known_answer_metrics', 'run_metrics', 'report', 'run', 'bench',
-           'bench_table', 'main']
+__all__ = ['OPTIMUM_COLUMNS', 'Config', 'load_config', 'config_to_yaml', 'run_key', 'replay_preflight', 'stage_agents',
+           'gain_percent', 'encoder_gate', 'check_reward', 'story_overflow', 'known_answer_metrics', 'run_metrics',
+           'report', 'run', 'bench', 'bench_table', 'main']
 
 # %% ../nbs/14_cli.ipynb #7a2ace89
 @dataclass
@@ -275,6 +275,23 @@ def check_reward(
     return {'probes': probes, 'following': rep}
 
 
+OPTIMUM_COLUMNS = {
+    'proxy_gain_of_optimum': 'proxy gain of the optimum',
+    'judge_gain_of_optimum': 'judge gain of the optimum',
+    'judge_gain_of_judge_optimum': "judge gain of the judge's optimum",
+}
+
+
+def story_overflow(
+    encoder,  # a neighbour encoder (E_D or the judge): it embeds each story with its backbone
+    texts: list[str],
+) -> np.ndarray:  # one count per text: 0 where the encoder reads the whole story
+    "Tokens of each text's story beyond the encoder's window: the end of the text it does not read."
+    bb = encoder.backbone
+    n = np.array([len(bb.tokenizer(story_of(t))['input_ids']) for t in texts])
+    return np.maximum(n - bb.max_seq_length, 0)
+
+
 def known_answer_metrics(cfg: Config, ka: KnownAnswer | None, trainers: list[Trainer]) -> dict:
     "The known-answer check's numbers (exact gap closed, per tree set) and how much real experience the agents had."
     real = sum(r.get('environment') != 'surrogate' for T in trainers for r in T.metrics)
@@ -295,6 +312,12 @@ def known_answer_metrics(cfg: Config, ka: KnownAnswer | None, trainers: list[Tra
         m[f'known_answer_roots_{split}'] = int(t.loc[('pi_ref', split), 'roots'])
     m['distinct_real_transitions'] = ka.trees['train'].tree.transitions
     m['heldout_tree_transitions'] = ka.trees['heldout'].tree.transitions
+    if ka.optimum is not None:  # the judge's reading of the reward's exact optimum, per root of both tree sets
+        o = ka.optimum
+        roots = (o.split + ' ' + o.anchor.astype(str)).to_numpy()
+        for key, col in OPTIMUM_COLUMNS.items():
+            m[key], m[f'{key}_ci_low'], m[f'{key}_ci_high'] = cluster_bootstrap(o[col].to_numpy(), roots)
+        m['optimum_roots'] = len(o)
     return m
 
 
@@ -313,6 +336,7 @@ def run_metrics(
     s, b, lm, em = env.stats, env.banks.stats, st.latent.info.get('metrics', {}), st.encoder_metrics
     acc = checks['following'][checks['following'].accepted]
     methods = [('random', 'random edits'), ('reference', ref), ('agent', 'EAGLE agent')]
+    ends, encs = list(dict.fromkeys(ev['text end'])), [('encoder', st.encoder), ('judge', st.judge)]
     m = {
         'dataset': st.cat.name,
         'users': st.cat.n_users,
@@ -339,6 +363,8 @@ def run_metrics(
             'edit_following_proxy': float(acc['follows (proxy)'].mean()),
             'edit_following_judge': float(acc['follows (judge)'].mean()),
             'edit_following_transitions': len(acc),
+            **{f'{k}_story_unread': float((story_overflow(e, ends) > 0).mean()) for k, e in encs},
+            **{f'{k}_story_unread_max_tokens': int(story_overflow(e, ends).max()) for k, e in encs},
             'fact_retention': float(ev['facts kept'].mean()),
             **{f'fact_retention_{k}': float(ev[ev.method == n]['facts kept'].mean()) for k, n in methods},
             'asked_fact_changes': s.get('asked_fact_changes', 0),
@@ -428,7 +454,23 @@ def _md_reward(st: Stack, checks: dict, metrics: dict) -> list[str]:
         f"{metrics['fact_retention']:.1%} of the anchors' facts over every evaluated episode "
         f"({metrics['asked_fact_changes']} fact changes that an edit asked for).",
         "",
+        _md_unread(metrics),
+        "",
     ]
+
+
+def _md_unread(m: dict) -> str:
+    "Does each encoder read the whole story of the texts it scores? (a window that cuts the end is stated, not hidden)"
+    said = []
+    for k, name in (('encoder', 'E_D'), ('judge', 'the judge')):
+        share, most = m[f'{k}_story_unread'], m[f'{k}_story_unread_max_tokens']
+        said.append(
+            f"{name} reads the whole story of every evaluated final description"
+            if share == 0
+            else f"**{name}'s window cuts the end of {share:.0%} of the evaluated final descriptions' stories** (by "
+            f"up to {most} tokens): what an edit added last is read only in part there"
+        )
+    return '**Window.** ' + '; '.join(said) + '.'
 
 
 def _md_question(cfg: Config, ev, trainers, metrics: dict) -> list[str]:
@@ -510,6 +552,33 @@ def _md_judge_known(m: dict) -> str:
     )
 
 
+def _md_optimum(m: dict) -> str:
+    "Would the judge confirm the reward's exact optimum? The known answer's verdict on whose gain is missing."
+    if 'judge_gain_of_optimum' not in m:
+        return ''
+    g = lambda k: f"{m[k]:+.3f} [{m[k + '_ci_low']:+.3f}, {m[k + '_ci_high']:+.3f}]"
+    lo, hi = m['judge_gain_of_optimum_ci_low'], m['judge_gain_of_optimum_ci_high']
+    if lo > 0:
+        verdict = (
+            "**The judge confirms the reward's optimum**: a learner closer to it would have a judge-visible gain, so "
+            "a missing judge gain is the learner's."
+        )
+    else:
+        side = 'below random edits' if hi < 0 else 'a tie with random edits'
+        verdict = (
+            f"**The judge does not confirm even the reward's exact optimum** ({side}): a learner that learned this "
+            "reward perfectly would have no judge-confirmed gain in these trees, so the missing judge gain is the "
+            "environment's — its reward's — not the learner's. The trees do hold edits the judge pays for (its own "
+            "optimum, which selects on the judge and is positive by construction); E_D's reading does not point to them."
+        )
+    return (
+        f"The reward's exact optimum, read as a policy (a learner that learned the reward perfectly), gains "
+        f"{g('proxy_gain_of_optimum')} over random edits by the proxy and {g('judge_gain_of_optimum')} by the "
+        f"judge ({m['optimum_roots']} roots, training and held-out trees, intervals resampling roots); the judge's "
+        f"own optimum of the same trees gains {g('judge_gain_of_judge_optimum')} by the judge. {verdict}"
+    )
+
+
 def _md_known(cfg: Config, ka: KnownAnswer | None, metrics: dict) -> list[str]:
     "results.md's known-answer section: can the learner find a better edit where one exists?"
     if ka is None:
@@ -549,6 +618,8 @@ def _md_known(cfg: Config, ka: KnownAnswer | None, metrics: dict) -> list[str]:
         f"{found}; {carried}",
         "",
         _md_judge_known(m),
+        "",
+        _md_optimum(m),
         "",
         _md(t.round(4)),
         "",
@@ -872,6 +943,9 @@ def main(argv: list[str] | None = None) -> int:
             'paired_gain_agent_vs_random_ci_low',
             'judge_paired_gain_agent_vs_random',
             'judge_paired_gain_agent_vs_random_ci_low',
+            'judge_gain_of_optimum',
+            'judge_gain_of_optimum_ci_low',
+            'judge_gain_of_optimum_ci_high',
             'proxy_judge_gain_corr',
         ]:
             if k in m:

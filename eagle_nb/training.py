@@ -33,8 +33,8 @@ __all__ = ['ALGORITHMS', 'RUN_TRAIN', 'TrainConfig', 'frozen_copy', 'MyopicOracl
            'anchor_pools', 'reward_fingerprint', 'pretrain_reference', 'learner_from', 'make_guide', 'LookaheadPolicy',
            'bind_policy', 'MetricsLog', 'TensorBoardLog', 'Checkpoints', 'Trainer', 'tree_transitions',
            'check_tree_size', 'ReplayTree', 'grow_replay_tree', 'ReplayEnv', 'tree_values', 'policy_probs',
-           'gap_closed', 'OptimalGuide', 'GapCurve', 'KnownAnswer', 'known_answer', 'known_answer_table', 'agent_key',
-           'plant_best_edit']
+           'gap_closed', 'OptimalGuide', 'optimal_probs', 'judge_leaves', 'optimum_by_judge', 'GapCurve', 'KnownAnswer',
+           'known_answer', 'known_answer_table', 'agent_key', 'plant_best_edit']
 
 # %% ../nbs/10_training.ipynb #16847e69
 ALGORITHMS = ('ppo', 'ppo++', 'aggrevated', 'lols', 'd2lols')
@@ -1227,6 +1227,51 @@ class OptimalGuide:
         Q = torch.where(ch >= 0, self.V[ch.clamp_min(0)], 0.0).float()
         return PolicyOut(masked_log_softmax(Q, [len(c) for c in cands], self.sharpness), torch.zeros(len(obs)))
 
+# %% ../nbs/10_training.ipynb #18ed921d
+def optimal_probs(tree: ReplayTree) -> torch.Tensor:  # (N, K): 0 at leaves
+    "The exact optimum as a policy: at each inner node, uniform over the candidates whose subtree holds the best leaf."
+    V = tree_values(tree)
+    m = tree.children >= 0
+    v = torch.where(m, V['optimal'][tree.children.clamp_min(0)], -torch.inf)
+    best = (v >= v.max(1, keepdim=True).values - 1e-12) & m
+    return best.double() / best.sum(1, keepdim=True).clamp_min(1)
+
+
+def judge_leaves(
+    env,  # the real environment (its utility)
+    tree: ReplayTree,
+    judge,  # a second encoder into the same latent space
+) -> torch.Tensor:  # (N,) the judge's utility at the leaves and roots, nan elsewhere
+    "A judge's utility of a tree's leaves (what `tree_values` backs up) and roots."
+    need = ((tree.depth == tree.H) | (tree.depth == 0)).nonzero().squeeze(1)
+    users = torch.tensor([tree.roots[int(tree.root[n])][1] for n in need.tolist()])
+    out = torch.full((tree.N,), torch.nan, dtype=torch.float64)
+    out[need] = env.utility(judge.encode([tree.text[n] for n in need.tolist()]), users)['total'].double()
+    return out
+
+
+def optimum_by_judge(
+    env,  # the real environment the trees were grown in
+    trees: dict,  # split -> ReplayEnv
+    judge,  # a second encoder into the same latent space
+) -> pd.DataFrame:  # one row per root
+    (
+        "Would the judge confirm the reward's exact optimum? Per root, the gains over random edits of the proxy's "
+        "optimal policy by the proxy and by the judge, and of the judge's own optimum by the judge."
+    )
+    rows = []
+    for split, e in trees.items():
+        T = e.tree
+        P = optimal_probs(T)
+        V, J = tree_values(T, probs=P), tree_values(T, judge_leaves(env, T, judge), P)
+        for r, n in enumerate(T.root_node.tolist()):
+            a, u = T.roots[r]
+            rows.append({'split': split, 'anchor': a, 'user': u,
+                         'proxy gain of the optimum': float(V['optimal'][n] - V['random'][n]),
+                         'judge gain of the optimum': float(J['policy'][n] - J['random'][n]),
+                         "judge gain of the judge's optimum": float(J['optimal'][n] - J['random'][n])})
+    return pd.DataFrame(rows)
+
 # %% ../nbs/10_training.ipynb #15761ec8
 class GapCurve:
     "Callback: the exact share of the random-to-optimal gap the learner closes in each replay environment."
@@ -1248,6 +1293,7 @@ class KnownAnswer:
     curves: pd.DataFrame  # method, seed, iteration, gap_train, gap_heldout, train_U_end, ...
     trees: dict  # split -> ReplayEnv
     trainers: dict  # method -> [Trainer] per seed
+    optimum: pd.DataFrame | None = None  # `optimum_by_judge` of every tree set (with a judge)
 
 
 def known_answer(
@@ -1276,13 +1322,7 @@ def known_answer(
         'train': grow(pools.train_anchors, pools.train_users),
         'heldout': grow(pools.eval_anchors, pools.eval_users),
     }
-    leaves = {}
-    for s in judge_splits if judge is not None else ():
-        T = envs[s].tree
-        need = ((T.depth == T.H) | (T.depth == 0)).nonzero().squeeze(1)  # values back up from the leaves alone
-        users = torch.tensor([T.roots[int(T.root[n])][1] for n in need])
-        leaves[s] = torch.full((T.N,), torch.nan, dtype=torch.float64)
-        leaves[s][need] = env.utility(judge.encode([T.text[n] for n in need.tolist()]), users)['total'].double()
+    leaves = {s: judge_leaves(env, envs[s].tree, judge) for s in (judge_splits if judge is not None else ())}
     fp = stable_hash([(s, e.tree.roots, e.tree.text) for s, e in envs.items()])
     rows, curves, trainers = [], [], {}
 
@@ -1333,7 +1373,8 @@ def known_answer(
             f"known answer, {name}: gap closed {g.loc['train', 'gap closed']:.2f} (training trees), "
             f"{g.loc['heldout', 'gap closed']:.2f} (held-out trees), {seeds} seeds"
         )
-    return KnownAnswer(pd.DataFrame(rows), pd.concat(curves, ignore_index=True), envs, trainers)
+    opt = optimum_by_judge(env, envs, judge) if judge is not None else None
+    return KnownAnswer(pd.DataFrame(rows), pd.concat(curves, ignore_index=True), envs, trainers, opt)
 
 
 def _pooled_gap(v: pd.DataFrame, pre: str = '') -> float:

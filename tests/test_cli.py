@@ -226,10 +226,13 @@ def test_eagle_run_end_to_end_writes_results_and_reuses_caches(tmp_path):
     assert m.distinct_real_transitions == 4 * (4 + 16) and m.heldout_tree_transitions == 2 * (4 + 16)   # full trees, K = 4, H = 2
     assert m.real_transitions == 2 * 3 * 4 * 2                                                    # seeds x iterations x episodes x H
     assert {'gap_closed_train', 'gap_closed_heldout', 'gap_closed_train_reference'} <= set(m.index)
+    assert m.judge_gain_of_optimum_ci_low <= m.judge_gain_of_optimum <= m.judge_gain_of_optimum_ci_high
+    assert m.optimum_roots == 4 + 2 and m.judge_gain_of_judge_optimum >= m.judge_gain_of_optimum - 1e-9
     ka = pd.read_csv(out / 'known_answer.csv')
     assert (ka.V_optimal >= ka.V - 1e-9).all() and (ka.V_optimal >= ka.V_random - 1e-9).all()      # nothing beats the optimum
     md = (out / 'results.md').read_text()
-    assert '## The known answer' in md
+    assert '## The known answer' in md and "The reward's exact optimum, read as a policy" in md
+    assert 0 <= m.judge_story_unread <= 1 and '**Window.**' in md
     assert 'tie' in md or 'higher' in md or 'lower' in md
     assert '## What the environment did' in md and '![training](figures/training.png)' in md
     gate = "E_D **passes** the paper's check" if m.encoder_passes_check else "E_D **fails** the paper's check"

@@ -12,7 +12,7 @@ from eagle_nb.environment import EagleEnv, EnvConfig
 from eagle_nb.policy import PolicyOut, masked_log_softmax, reference_targets
 from eagle_nb.training import (TrainConfig, Batch, MyopicOracle, AnchorPools, pretrain_reference, batch_losses, collect, frozen_copy, phase_algorithm, save_checkpoint,
                                load_checkpoint, Trainer, ReplayEnv, GapCurve, grow_replay_tree, plant_best_edit,
-                               LookaheadPolicy, policy_probs, tree_values)
+                               LookaheadPolicy, policy_probs, tree_values, optimal_probs, optimum_by_judge)
 from eagle_nb.policy import EmbeddingPolicy
 from eagle_nb.utils import stable_hash
 from test_cli import run_cli, TINY
@@ -406,3 +406,31 @@ def test_replay_trees_refuse_a_size_beyond_the_budget_and_regrow_incomplete_cach
     other = EagleEnv(None, LenEncoder(), lambda z, u: {k: 2 * v for k, v in util(z, u).items()}, cat, env.texts, lambda u: '', env.cfg)
     grow_replay_tree(other, [0, 1], [0, 1], log=said.append)              # another reward: its own trees
     assert '2 of 2 roots grown' in said[-1]
+
+
+class NegLenEncoder:
+    "A judge that reads length the other way round: it pays for what the proxy (LenEncoder) punishes."
+    def encode(self, texts): return torch.tensor([[-len(t) / 100., 1.] for t in texts])
+
+
+def test_the_judge_reading_of_the_exact_optimum(tmp_path, monkeypatch):
+    """The reward's exact optimum as a policy reaches V* everywhere; read by its own encoder it gains what the proxy
+    gains, read by a judge that disagrees it is worse than random edits, while the judge's own optimum is not."""
+    monkeypatch.setenv('EAGLE_CACHE', str(tmp_path))
+    cat = load_catalog('ml-100k', metadata=False)
+    util = lambda z, users: {'total': z[:, 0], 'rating': z[:, 0], 'novelty': torch.zeros(len(z))}
+    texts = [f'A quiet drama number {i}.' for i in range(cat.n_items)]
+    env = EagleEnv(None, LenEncoder(), util, cat, texts, lambda u: '',
+                   EnvConfig(horizon=2, n_generic=3, n_personal=1, proposals='templates', transitions='append'))
+    tree = grow_replay_tree(env, [0, 1, 2], [0, 1, 2], log=lambda m: None)
+    P = optimal_probs(tree)
+    V = tree_values(tree, probs=P)
+    assert torch.allclose(V['policy'], V['optimal'])
+    assert bool((V['optimal'][tree.root_node] > V['random'][tree.root_node] + 1e-6).all())      # candidates differ in length
+    trees = {'train': ReplayEnv(tree, env)}
+    same = optimum_by_judge(env, trees, LenEncoder())
+    assert np.allclose(same['judge gain of the optimum'], same['proxy gain of the optimum'])
+    assert (same['proxy gain of the optimum'] > 0).all()
+    other = optimum_by_judge(env, trees, NegLenEncoder())
+    assert (other['judge gain of the optimum'] < 0).all()
+    assert (other["judge gain of the judge's optimum"] > 0).all()
