@@ -317,7 +317,7 @@ def known_answer_metrics(cfg: Config, ka: KnownAnswer | None, trainers: list[Tra
         roots = (o.split + ' ' + o.anchor.astype(str)).to_numpy()
         for key, col in OPTIMUM_COLUMNS.items():
             m[key], m[f'{key}_ci_low'], m[f'{key}_ci_high'] = cluster_bootstrap(o[col].to_numpy(), roots)
-        m['optimum_roots'] = len(o)
+        m['optimum_roots'], m['optimum_trees'] = len(o), ' and '.join(o.split.unique())
     return m
 
 
@@ -574,7 +574,8 @@ def _md_optimum(m: dict) -> str:
     return (
         f"The reward's exact optimum, read as a policy (a learner that learned the reward perfectly), gains "
         f"{g('proxy_gain_of_optimum')} over random edits by the proxy and {g('judge_gain_of_optimum')} by the "
-        f"judge ({m['optimum_roots']} roots, training and held-out trees, intervals resampling roots); the judge's "
+        f"judge ({m['optimum_roots']} roots of the {m['optimum_trees'].replace('heldout', 'held-out')} trees, intervals resampling roots — few roots: "
+        "10_training runs the same check on the training trees too); the judge's "
         f"own optimum of the same trees gains {g('judge_gain_of_judge_optimum')} by the judge. {verdict}"
     )
 

@@ -1254,6 +1254,7 @@ def optimum_by_judge(
     env,  # the real environment the trees were grown in
     trees: dict,  # split -> ReplayEnv
     judge,  # a second encoder into the same latent space
+    leaves: dict | None = None,  # split -> `judge_leaves` already computed (the rest are computed here)
 ) -> pd.DataFrame:  # one row per root
     (
         "Would the judge confirm the reward's exact optimum? Per root, the gains over random edits of the proxy's "
@@ -1263,7 +1264,8 @@ def optimum_by_judge(
     for split, e in trees.items():
         T = e.tree
         P = optimal_probs(T)
-        V, J = tree_values(T, probs=P), tree_values(T, judge_leaves(env, T, judge), P)
+        J = (leaves or {}).get(split)
+        V, J = tree_values(T, probs=P), tree_values(T, judge_leaves(env, T, judge) if J is None else J, P)
         for r, n in enumerate(T.root_node.tolist()):
             a, u = T.roots[r]
             rows.append({'split': split, 'anchor': a, 'user': u,
@@ -1293,7 +1295,7 @@ class KnownAnswer:
     curves: pd.DataFrame  # method, seed, iteration, gap_train, gap_heldout, train_U_end, ...
     trees: dict  # split -> ReplayEnv
     trainers: dict  # method -> [Trainer] per seed
-    optimum: pd.DataFrame | None = None  # `optimum_by_judge` of every tree set (with a judge)
+    optimum: pd.DataFrame | None = None  # `optimum_by_judge` of the tree sets the judge read (`judge_splits`)
 
 
 def known_answer(
@@ -1373,7 +1375,7 @@ def known_answer(
             f"known answer, {name}: gap closed {g.loc['train', 'gap closed']:.2f} (training trees), "
             f"{g.loc['heldout', 'gap closed']:.2f} (held-out trees), {seeds} seeds"
         )
-    opt = optimum_by_judge(env, envs, judge) if judge is not None else None
+    opt = optimum_by_judge(env, {s: envs[s] for s in leaves}, judge, leaves) if leaves else None  # the tree sets read
     return KnownAnswer(pd.DataFrame(rows), pd.concat(curves, ignore_index=True), envs, trainers, opt)
 
 
