@@ -283,12 +283,13 @@ OPTIMUM_COLUMNS = {
 
 
 def story_overflow(
-    encoder,  # a neighbour encoder (E_D or the judge): it embeds each story with its backbone
+    encoder,  # E_D or the judge: a neighbour encoder embeds each story apart, a regression encoder the whole text
     texts: list[str],
 ) -> np.ndarray:  # one count per text: 0 where the encoder reads the whole story
     "Tokens of each text's story beyond the encoder's window: the end of the text it does not read."
     bb = encoder.backbone
-    n = np.array([len(bb.tokenizer(story_of(t))['input_ids']) for t in texts])
+    read = [story_of(t) if hasattr(encoder, 'parts') else t for t in texts]
+    n = np.array([len(bb.tokenizer(t)['input_ids']) for t in read])
     return np.maximum(n - bb.max_seq_length, 0)
 
 
@@ -312,7 +313,7 @@ def known_answer_metrics(cfg: Config, ka: KnownAnswer | None, trainers: list[Tra
         m[f'known_answer_roots_{split}'] = int(t.loc[('pi_ref', split), 'roots'])
     m['distinct_real_transitions'] = ka.trees['train'].tree.transitions
     m['heldout_tree_transitions'] = ka.trees['heldout'].tree.transitions
-    if ka.optimum is not None:  # the judge's reading of the reward's exact optimum, per root of both tree sets
+    if ka.optimum is not None:  # the judge's reading of the reward's exact optimum, per root of the trees it read
         o = ka.optimum
         roots = (o.split + ' ' + o.anchor.astype(str)).to_numpy()
         for key, col in OPTIMUM_COLUMNS.items():
@@ -336,7 +337,8 @@ def run_metrics(
     s, b, lm, em = env.stats, env.banks.stats, st.latent.info.get('metrics', {}), st.encoder_metrics
     acc = checks['following'][checks['following'].accepted]
     methods = [('random', 'random edits'), ('reference', ref), ('agent', 'EAGLE agent')]
-    ends, encs = list(dict.fromkeys(ev['text end'])), [('encoder', st.encoder), ('judge', st.judge)]
+    ends = list(dict.fromkeys(ev['text end']))
+    unread = {k: story_overflow(e, ends) for k, e in (('encoder', st.encoder), ('judge', st.judge))}
     m = {
         'dataset': st.cat.name,
         'users': st.cat.n_users,
@@ -363,8 +365,8 @@ def run_metrics(
             'edit_following_proxy': float(acc['follows (proxy)'].mean()),
             'edit_following_judge': float(acc['follows (judge)'].mean()),
             'edit_following_transitions': len(acc),
-            **{f'{k}_story_unread': float((story_overflow(e, ends) > 0).mean()) for k, e in encs},
-            **{f'{k}_story_unread_max_tokens': int(story_overflow(e, ends).max()) for k, e in encs},
+            **{f'{k}_story_unread': float((u > 0).mean()) for k, u in unread.items()},
+            **{f'{k}_story_unread_max_tokens': int(u.max()) for k, u in unread.items()},
             'fact_retention': float(ev['facts kept'].mean()),
             **{f'fact_retention_{k}': float(ev[ev.method == n]['facts kept'].mean()) for k, n in methods},
             'asked_fact_changes': s.get('asked_fact_changes', 0),
@@ -569,14 +571,15 @@ def _md_optimum(m: dict) -> str:
             f"**The judge does not confirm even the reward's exact optimum** ({side}): a learner that learned this "
             "reward perfectly would have no judge-confirmed gain in these trees, so the missing judge gain is the "
             "environment's — its reward's — not the learner's. The trees do hold edits the judge pays for (its own "
-            "optimum, which selects on the judge and is positive by construction); E_D's reading does not point to them."
+            "optimum, which selects on the judge and is positive by construction); E_D's reading does not point to "
+            "them."
         )
     return (
         f"The reward's exact optimum, read as a policy (a learner that learned the reward perfectly), gains "
         f"{g('proxy_gain_of_optimum')} over random edits by the proxy and {g('judge_gain_of_optimum')} by the "
-        f"judge ({m['optimum_roots']} roots of the {m['optimum_trees'].replace('heldout', 'held-out')} trees, intervals resampling roots — few roots: "
-        "10_training runs the same check on the training trees too); the judge's "
-        f"own optimum of the same trees gains {g('judge_gain_of_judge_optimum')} by the judge. {verdict}"
+        f"judge ({m['optimum_roots']} roots of the {m['optimum_trees'].replace('heldout', 'held-out')} trees, "
+        "intervals resampling roots — few roots: 10_training runs the same check on the training trees too); the "
+        f"judge's own optimum of the same trees gains {g('judge_gain_of_judge_optimum')} by the judge. {verdict}"
     )
 
 

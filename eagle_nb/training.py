@@ -1264,8 +1264,8 @@ def optimum_by_judge(
     for split, e in trees.items():
         T = e.tree
         P = optimal_probs(T)
-        J = (leaves or {}).get(split)
-        V, J = tree_values(T, probs=P), tree_values(T, judge_leaves(env, T, judge) if J is None else J, P)
+        L = (leaves or {}).get(split)
+        V, J = tree_values(T, probs=P), tree_values(T, judge_leaves(env, T, judge) if L is None else L, P)
         for r, n in enumerate(T.root_node.tolist()):
             a, u = T.roots[r]
             rows.append({'split': split, 'anchor': a, 'user': u,
