@@ -15,7 +15,7 @@ from .utils import ConfigError, seed_everything, default_device, cluster_bootstr
 from .utils import load_config as _load_config
 from .data import display_title, title_of
 from .llm import model_path
-from .environment import bench_environment, transition_report, story_of
+from .environment import bench_environment, transition_report, story_of, edit_following, shuffled_changes
 from .encoder import viewer_per_movie
 from .reward import reward_probes, probe_verdict, PROBES, MUST
 from .training import TrainConfig, Trainer, anchor_pools, AnchorPools, KnownAnswer
@@ -267,12 +267,15 @@ def check_reward(
     fu = [int(u) for u in viewer_per_movie(st.cat.ratings, st.cat.n_users, fa, seed=seed + 3)]
     rep = transition_report(env, fa, fu, k=4, encoders=scorers, seed=seed)
     acc = rep[rep.accepted]
+    shuffled = shuffled_changes(list(acc.before), list(acc.change), seed=seed)
+    null = {k: float(edit_following(e, list(acc.before), shuffled, list(acc.edit), list(acc.placebo)).mean())
+            for k, e in scorers.items()}
     log(
         "reward probes: "
         f"{', '.join(f'{r.probe}/{r.scorer} {r.dU:+.3f}' for r in probes.itertuples() if r.probe in MUST)}; "
         f"edit following {acc['follows (proxy)'].mean():.2f} (proxy), {acc['follows (judge)'].mean():.2f} (judge)"
     )
-    return {'probes': probes, 'following': rep}
+    return {'probes': probes, 'following': rep, 'following_null': null}
 
 
 OPTIMUM_COLUMNS = {
@@ -364,6 +367,9 @@ def run_metrics(
             'probes_pass': bool((checks['probes'].verdict != 'pays').all()),
             'edit_following_proxy': float(acc['follows (proxy)'].mean()),
             'edit_following_judge': float(acc['follows (judge)'].mean()),
+            **{f'edit_following_shuffled_{k}': v for k, v in checks['following_null'].items()},
+            'edit_following_latent_proxy': float(acc['follows in latent (proxy)'].mean()),
+            'edit_following_latent_judge': float(acc['follows in latent (judge)'].mean()),
             'edit_following_transitions': len(acc),
             **{f'{k}_story_unread': float((u > 0).mean()) for k, u in unread.items()},
             **{f'{k}_story_unread_max_tokens': int(u.max()) for k, u in unread.items()},
@@ -450,9 +456,14 @@ def _md_reward(st: Stack, checks: dict, metrics: dict) -> list[str]:
         "",
         _md(table),
         "",
-        f"**Edit following** (07_environment), {metrics['edit_following_transitions']} accepted real steps: the step "
-        f"moves more toward its own edit than toward another movie's edit in {metrics['edit_following_proxy']:.0%} "
-        f"of them by E_D and {metrics['edit_following_judge']:.0%} by the judge. **Facts kept** after H steps: "
+        f"**Edit following** (07_environment), {metrics['edit_following_transitions']} accepted real steps: the change "
+        "sentence moves the description toward its own edit more than toward another movie's edit in "
+        f"{metrics['edit_following_proxy']:.0%} of them as E_D's backbone reads text and "
+        f"{metrics['edit_following_judge']:.0%} as the judge's does (the same sentences shuffled among the steps: "
+        f"{metrics['edit_following_shuffled_proxy']:.0%} and {metrics['edit_following_shuffled_judge']:.0%}; chance "
+        "50%). In the latent space, where the reward reads it, the move points where the edit's own text would take "
+        f"the description in {metrics['edit_following_latent_proxy']:.0%} of them by E_D and "
+        f"{metrics['edit_following_latent_judge']:.0%} by the judge. **Facts kept** after H steps: "
         f"{metrics['fact_retention']:.1%} of the anchors' facts over every evaluated episode "
         f"({metrics['asked_fact_changes']} fact changes that an edit asked for).",
         "",

@@ -20,8 +20,8 @@ __all__ = ['CATEGORIES', 'OPENERS', 'SYSTEM', 'REWRITE_SYSTEM', 'CHANGE_PREFIX',
            'PREVIOUS_SYSTEM', 'proposal_prompt', 'transition_prompt', 'english_share', 'clean_edit', 'near_copy',
            'template_edits', 'EnvConfig', 'ActionBank', 'repeated_trigram_rate', 'fact_conflicts', 'fact_retention',
            'check_change', 'add_change', 'fallback_rewrite', 'llm_description_writer', 'State', 'transition_seed',
-           'EagleEnv', 'macro_edit', 'candidate_features', 'profile_terms', 'mention_rate', 'edit_following',
-           'transition_report', 'previous_transition_prompt', 'bench_environment']
+           'EagleEnv', 'macro_edit', 'candidate_features', 'profile_terms', 'mention_rate', 'sentence_reading',
+           'edit_following', 'shuffled_changes', 'transition_report', 'previous_transition_prompt', 'bench_environment']
 
 # %% ../nbs/07_environment.ipynb #a424ace4
 CATEGORIES = {
@@ -1006,23 +1006,58 @@ def _cos(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return torch.nn.functional.cosine_similarity(a, b, dim=-1)
 
 
+def sentence_reading(
+    encoder,  # E_D or the judge: a neighbour encoder, or anything with `.sentence_embed(texts)`
+    texts: list[str],
+) -> torch.Tensor:  # (B, d) backbone embeddings
+    (
+        "What an encoder's backbone reads of each description: a neighbour encoder's story embedding (evaluative "
+        "sentences dropped, as it reads them), a regression encoder's embedding of the whole text."
+    )
+    if hasattr(encoder, 'parts'):
+        return encoder.parts(list(texts))[1].float()
+    if hasattr(encoder, 'sentence_embed'):
+        return encoder.sentence_embed(list(texts)).float()
+    raise ValueError(f"{type(encoder).__name__} has no sentence space: edit following needs space='latent'")
+
+
 @torch.no_grad()
 def edit_following(
-    encoder,  # anything with `.encode(texts) -> (B, n)`: E_D or the judge
+    encoder,  # E_D or the judge
     before: list[str],  # descriptions before the step
     after: list[str],  # after it (the edit's change sentence added)
     edits: list[str],  # the edits applied
     placebos: list[str],  # for each, an edit of another movie that was not applied
+    space: str = 'sentence',  # 'sentence': the encoder's backbone; 'latent': its output z = E(x)
 ) -> np.ndarray:  # one boolean per transition
     (
-        "Whether each move z -> z' points more toward where the edit's own text would take the description than toward "
-        "where a placebo edit's text would: cos(z' - z, z_e - z) > cos(z' - z, z_p - z)."
+        "Whether each step moved the description more toward its own edit than toward a placebo edit. Sentence "
+        "space: cos(s', s_e) - cos(s, s_e) > cos(s', s_p) - cos(s, s_p). Latent space: cos(z' - z, z_e - z) > "
+        "cos(z' - z, z_p - z), with z_e, z_p the description with the edit's or the placebo's own text added."
     )
+    if not len(before):
+        return np.zeros(0, dtype=bool)
+    if space == 'sentence':
+        s, s1 = sentence_reading(encoder, before), sentence_reading(encoder, after)
+        se, sp = encoder.sentence_embed(list(edits)).float(), encoder.sentence_embed(list(placebos)).float()
+        return ((_cos(s1, se) - _cos(s, se)) > (_cos(s1, sp) - _cos(s, sp))).numpy()
+    if space != 'latent':
+        raise ValueError(f"space must be 'sentence' or 'latent', got {space!r}")
     z, z1 = encoder.encode(list(before)), encoder.encode(list(after))
     own = encoder.encode([fallback_rewrite(t, e) for t, e in zip(before, edits)])
     pla = encoder.encode([fallback_rewrite(t, p) for t, p in zip(before, placebos)])
     move = z1 - z
     return ((_cos(move, own - z) > _cos(move, pla - z)) & (move.norm(dim=1) > 0)).numpy()
+
+
+def shuffled_changes(
+    before: list[str],  # descriptions before their steps
+    changes: list[str],  # the change sentence each step added
+    seed: int = 0,
+) -> list[str]:
+    "Edit following's null: each description with another step's change sentence added (a random permutation)."
+    perm = np.random.default_rng(seed).permutation(len(changes))
+    return [add_change(b, changes[j]) for b, j in zip(before, perm)]
 
 
 @torch.no_grad()
@@ -1031,7 +1066,7 @@ def transition_report(
     anchors: list[int],
     users: list[int],  # one state per (anchor, user): the anchor's description
     k: int = 4,  # candidate edits applied per state
-    encoders: dict | None = None,  # name -> encoder for edit following in the latent space (e.g. E_D and the judge)
+    encoders: dict | None = None,  # name -> encoder for edit following, sentence and latent space (E_D, the judge)
     seed: int = 0,
 ) -> 'pd.DataFrame':  # one row per transition
     "Apply k candidate edits to each anchor's description with the real LLM and describe every outcome."
@@ -1073,6 +1108,7 @@ def transition_report(
     ]
     for name, enc in (encoders or {}).items():
         out[f'follows ({name})'] = edit_following(enc, texts, new, edits, placebo)
+        out[f'follows in latent ({name})'] = edit_following(enc, texts, new, edits, placebo, space='latent')
     out.attrs.update(seconds=seconds, rejected=env.rejected[n0:])
     return out
 

@@ -210,7 +210,8 @@ def test_eagle_run_end_to_end_writes_results_and_reuses_caches(tmp_path):
     for p in ['bland_premise', 'title_only', 'praise', 'reception']:                                  # the reward's probes, both scorers
         for pre in ['probe', 'judge_probe']:
             assert pd.notna(m[f'{pre}_{p}']) and m[f'{pre}_{p}_ci_low'] <= m[f'{pre}_{p}'] <= m[f'{pre}_{p}_ci_high'], (pre, p)
-    for k in ['fact_retention', 'proxy_judge_gain_corr', 'edit_following_proxy', 'edit_following_judge', 'probes_pass']:
+    for k in ['fact_retention', 'proxy_judge_gain_corr', 'edit_following_proxy', 'edit_following_judge', 'probes_pass',
+              'edit_following_latent_proxy', 'edit_following_latent_judge', 'edit_following_shuffled_proxy', 'edit_following_shuffled_judge']:
         assert k in m, k
     assert 0 <= m.fact_retention <= 1
     ev0 = pd.read_csv(out / 'eval.csv')

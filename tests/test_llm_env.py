@@ -195,3 +195,32 @@ def test_personalised_proposals_are_asked_with_the_viewers_profile(tmp_path, tin
     assert {p.replace('likes drama', 'X') for p in drama} == {p.replace('likes comedy', 'X') for p in comedy}
     users = [{e['user'] for e in env.banks.bank(env.texts[0], env.bank_users(0, u))} for u in (0, 1)]
     assert users == [{None, 0}, {None, 1}]                                  # each viewer's own personalised cell
+
+
+EDITS = [
+    ('Move the story to a mining colony on the Moon.', 'In this version, the story takes place in a mining colony on the Moon.'),
+    ('Make the hero a retired boxer.', 'In this version, the hero is a retired boxer who returns to the ring.'),
+    ('Tell the story through flashbacks.', 'In this version, the story is told through a series of flashbacks.'),
+    ('Give the villain a tragic motive.', 'In this version, the villain acts out of grief over a tragic loss.'),
+    ('Set it in Victorian London.', 'In this version, the events unfold in the fog of Victorian London.'),
+    ('Turn it into a musical.', 'In this version, the characters sing their feelings in musical numbers.'),
+    ('Add a race against time over a stolen painting.', 'In this version, a stolen painting must be found before midnight.'),
+    ('Make the tone lighter and more comedic.', 'In this version, the tone is light and full of comic moments.'),
+]
+
+
+def test_edit_following_tells_the_applied_edit_from_a_placebo():
+    "Through the shipped MiniLM: a change that says its edit follows it; another step's change, or none, does not."
+    from eagle_nb.encoder import load_backbone, NeighbourEncoder
+    from eagle_nb.environment import edit_following, shuffled_changes, add_change
+    enc = NeighbourEncoder(load_backbone('cpu'), cache=False)
+    d = 'Sisters (2001). Directed by Ann Lee.\nStory: A quiet drama about two sisters who run a bakery in Lyon.'
+    edits, changes = map(list, zip(*EDITS))
+    before = [d] * len(EDITS)
+    placebo = edits[2:] + edits[:2]                               # another edit, not applied
+    own = edit_following(enc, before, [add_change(d, c) for c in changes], edits, placebo)
+    other = edit_following(enc, before, [add_change(d, c) for c in changes[2:] + changes[:2]], edits, placebo)
+    assert own.all() and not other.any()                          # the placebo's own change follows the placebo
+    assert not edit_following(enc, before, before, edits, placebo).any()          # a step that changed nothing
+    null = edit_following(enc, before, shuffled_changes(before, changes, seed=1), edits, placebo)
+    assert null.mean() < own.mean()                                # shuffled change sentences: some follow by chance
