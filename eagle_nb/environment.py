@@ -1055,7 +1055,7 @@ def shuffled_changes(
     changes: list[str],  # the change sentence each step added
     seed: int = 0,
 ) -> list[str]:
-    "Edit following's null: the change sentences dealt back to the steps by a random permutation (a step may keep its own)."
+    "Edit following's null: the change sentences dealt back to the steps in a random order (a step may keep its own)."
     perm = np.random.default_rng(seed).permutation(len(changes))
     return [add_change(b, changes[j]) for b, j in zip(before, perm)]
 
